@@ -13,15 +13,18 @@ ROOT = Path(__file__).resolve().parents[1]
 HEADER = '<!-- generated from nbs/index.ipynb by tools/make_readme.py; edit the notebook, not this file -->\n\n'
 TEXT_MIMES = ('text/markdown', 'text/plain')
 
-def _prepare(nb):
+def prepare(nb, text_only=True, drop_exports=True):
+    "Drop `#| hide` (and, with `drop_exports`, exported) cells and directive lines; with `text_only`, keep only text outputs."
     nb = copy.deepcopy(nb)
     cells = []
     for c in nb.cells:
         lines = c.source.splitlines()
         directives = [l for l in lines if re.match(r'^#\|', l)]
-        if any(re.match(r'^#\|\s*(hide|exporti?|default_exp)\b', d) for d in directives): continue
+        skip = r'^#\|\s*(hide|exporti?|default_exp)\b' if drop_exports else r'^#\|\s*(hide|exporti|default_exp)\b'
+        if any(re.match(skip, d) for d in directives): continue
         if c.cell_type == 'code':
             c.source = '\n'.join(l for l in lines if not re.match(r'^#\|', l)).strip('\n')
+            if not text_only: cells.append(c); continue
             outs = []
             for o in c.get('outputs', []):
                 if o.output_type == 'stream': outs.append(o)
@@ -34,7 +37,7 @@ def _prepare(nb):
     return nb
 
 def render(path=ROOT/'nbs'/'index.ipynb'):
-    nb = _prepare(nbformat.read(path, as_version=4))
+    nb = prepare(nbformat.read(path, as_version=4))
     body, _ = MarkdownExporter().from_notebook_node(nb)
     body = re.sub(r'\n{3,}', '\n\n', body).strip() + '\n'
     return HEADER + body

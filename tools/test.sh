@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 export IBSR_QUICK="${IBSR_QUICK:-1}"          # tiny configs everywhere under test
 export IBSR_HOME="${IBSR_HOME:-$PWD/.cache/ibsr_home_test}"   # caches stay inside the checkout
 export IBSR_NUM_THREADS="${IBSR_NUM_THREADS:-1}"   # 2 notebook workers x 1 thread on a 2-core machine
+export OMP_NUM_THREADS="$IBSR_NUM_THREADS"        # torch reads this at start-up, so every notebook kernel obeys it
 export MPLBACKEND=Agg
 start=$(date +%s)
 
