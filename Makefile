@@ -9,11 +9,12 @@ STAMP := $(VENV)/.ibsr-installed
 
 install: $(STAMP)
 
-$(STAMP): settings.ini setup.py constraints.txt
+$(STAMP): settings.ini setup.py constraints.txt tools/ensure_chromium.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install -c constraints.txt -e ".[dev]"
 	$(BIN)/python -c "import torch, torchvision, open_clip, faiss, trimesh; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| open_clip', open_clip.__version__)"
+	bash tools/ensure_chromium.sh
 	touch $(STAMP)
 
 # The main job: regenerate the paper's tables and figures on the built-in benchmark (quick mode).
