@@ -132,6 +132,7 @@ def get_logger(name: str = 'ibsr_nb') -> logging.Logger:
         h = logging.StreamHandler()
         h.setFormatter(logging.Formatter('%(asctime)s %(name)s %(levelname)s: %(message)s', '%H:%M:%S'))
         root.addHandler(h); root.setLevel(os.environ.get('IBSR_LOGLEVEL', 'INFO'))
+        root.propagate = False   # libraries (open_clip) configure the root logger; do not print our lines twice
     return logging.getLogger(name if name.startswith('ibsr_nb') else f'ibsr_nb.{name}')
 
 def progress(iterable=None, desc: str = '', total: int | None = None, **kw):

@@ -48,7 +48,7 @@ def test_dev_tools_are_not_runtime_requirements():
     for pin in ['nbdev==2.4.14', 'execnb==0.1.18', 'fastcore==1.14.5', 'ghapi<2']: assert pin in dev
 
 def test_tst_flags():
-    assert {'slow', 'gpu', 'data'} <= set(settings()['tst_flags'].split('|'))
+    assert {'slow', 'gpu', 'data'} <= set(settings()['tst_flags'].split())   # nbdev 2 splits on whitespace
 
 def test_package_imports_without_dev_tools():
     "Every exported module imports without pulling in nbdev, fastcore, Jupyter or IPython."
