@@ -1,0 +1,236 @@
+"""End-to-end tests of the `ibsr` command: `index` on a folder of good and broken meshes, `query` with an image
+or a text (table, JSON and picture), resuming an interrupted index build, and the errors a user can meet.
+Everything runs on files written here, with the seeded random-weight encoder `ibsr-tiny`."""
+import io, os, sys, json, struct, contextlib, subprocess
+from pathlib import Path
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ENC = 'ibsr-tiny'
+
+@pytest.fixture(autouse=True)
+def _env(tmp_path, monkeypatch):
+    monkeypatch.setenv('IBSR_HOME', str(tmp_path/'home'))
+    monkeypatch.setenv('IBSR_PROGRESS', '0')
+    monkeypatch.setenv('IBSR_NUM_THREADS', '1')
+
+GOOD = [('chair', 0, '.obj'), ('chair', 1, '.ply'), ('table', 0, '.obj'), ('sofa', 0, '.stl'), ('table', 1, '.off')]
+
+def write_folder(root: Path) -> Path:
+    "Five good meshes in three category folders plus five broken files of different kinds."
+    from ibsr_nb.shapes import make_shape
+    for cat, seed, ext in GOOD:
+        (root/cat).mkdir(parents=True, exist_ok=True)
+        make_shape(cat, seed).mesh.export(root/cat/f'{cat}_{seed}{ext}')
+    (root/'chair'/'empty.obj').write_text('')
+    (root/'table'/'nan.obj').write_text('v nan 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n')
+    (root/'sofa'/'garbage.ply').write_bytes(b'ply\nformat binary_little_endian 1.0\nelement vertex 99\n' + os.urandom(64))
+    (root/'chair'/'points_only.obj').write_text('v 0 0 0\nv 1 0 0\nv 0 1 0\n')
+    (root/'flat.stl').write_text('solid x\nendsolid x\n')
+    (root/'notes.txt').write_text('not a mesh, ignored')
+    return root
+
+BROKEN = {'chair/empty.obj', 'table/nan.obj', 'sofa/garbage.ply', 'chair/points_only.obj', 'flat.stl'}
+
+def query_image(path: Path, mode='RGB') -> Path:
+    from PIL import Image
+    from ibsr_nb.shapes import make_shape
+    from ibsr_nb.viz import shape_thumbnail
+    img = Image.fromarray(shape_thumbnail(make_shape('chair', 1).mesh, 80, azimuth=-40, background=(90, 120, 160)))
+    img.convert(mode).save(path)
+    return path
+
+def ibsr(*args, check=True):
+    "Run the installed console script in a fresh process."
+    exe = Path(sys.executable).with_name('ibsr')
+    cmd = [str(exe)] if exe.exists() else [sys.executable, '-c', 'import sys; from ibsr_nb.cli import main; sys.exit(main())']
+    r = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, env=os.environ.copy(), timeout=600)
+    if check and r.returncode != 0: raise AssertionError(f'ibsr {args} -> {r.returncode}\n{r.stdout}\n{r.stderr}')
+    return r
+
+def run_main(*args):
+    "In-process `main`: (exit code, stdout, stderr)."
+    from ibsr_nb.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): code = main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_index_then_query_end_to_end(tmp_path):
+    "The console script indexes the good meshes, reports the broken ones, and answers image and text queries."
+    meshes = write_folder(tmp_path/'meshes')
+    idx = tmp_path/'out'/'shapes.index'
+    r = ibsr('index', meshes, '--encoder', ENC, '--out', idx, '--chunk', '3', '--json')
+    res = json.loads(r.stdout)
+    assert res['indexed'] == len(GOOD) and res['files'] == len(GOOD) + len(BROKEN)
+    skipped = {s['file']: s['reason'] for s in res['skipped']}
+    assert set(skipped) == BROKEN
+    assert 'empty' in skipped['chair/empty.obj'] and 'NaN' in skipped['table/nan.obj']
+    assert all(reason for reason in skipped.values())
+
+    from ibsr_nb.index import ShapeIndex
+    ix = ShapeIndex.load(idx, encoder=ENC, dim=128)
+    assert sorted(ix.shapes['shape_id']) == sorted(f'{c}/{c}_{s}' for c, s, _ in GOOD)
+    assert set(ix.shapes['category']) == {'chair', 'table', 'sofa'}
+    assert ix.meta['weights'] == 'random:seed=0' and ix.meta['preprocessing']['n_points'] == 1024
+
+    img = query_image(tmp_path/'query.png')
+    pic = tmp_path/'pic'/'result.png'
+    r = ibsr('query', img, '--index', idx, '-k', '3', '--out', pic, '--truth', 'chair/chair_1', '--html', tmp_path/'top.html')
+    lines = r.stdout.strip().splitlines()
+    assert lines[0].split() == ['rank', 'score', 'shape_id', 'category', 'path']
+    assert [l.split()[0] for l in lines[1:4]] == ['1', '2', '3']
+    assert pic.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and pic.stat().st_size > 2000
+    assert (tmp_path/'top.html').stat().st_size > 1_000_000            # plotly.js inlined
+
+    code, out, err = run_main('query', '--text', 'a wooden chair', '--index', idx, '-k', '10', '--json', '--no-picture')
+    assert code == 0, err
+    js = json.loads(out)
+    assert len(js['results']) == len(GOOD)                               # gallery smaller than k: all of it
+    assert [x['rank'] for x in js['results']] == list(range(1, len(GOOD) + 1))
+    scores = [x['score'] for x in js['results']]
+    assert scores == sorted(scores, reverse=True) and all(-1.0001 <= s <= 1.0001 for s in scores)
+
+
+def test_query_results_match_a_direct_embedding(tmp_path):
+    "The table's scores are the cosine similarities of the query and shape embeddings computed directly."
+    from ibsr_nb.cli import resolve_encoder, mesh_points, embed_points, embed_image
+    from ibsr_nb.data import load_image
+    meshes = write_folder(tmp_path/'meshes')
+    assert run_main('index', meshes, '--encoder', ENC, '--out', tmp_path/'s.index')[0] == 0
+    img = query_image(tmp_path/'q.png', mode='RGBA')                   # an RGBA file is converted on load
+    code, out, err = run_main('query', img, '--index', tmp_path/'s.index', '--json', '--no-picture', '-k', '5')
+    assert code == 0, err
+    res = json.loads(out)['results']
+    enc = resolve_encoder(ENC)
+    q = embed_image(enc, load_image(img))[0]
+    for r in res:
+        z = embed_points(enc, mesh_points(r['path'], enc)[None])[0]
+        assert abs(float(q @ z) - r['score']) < 1e-4, (r, float(q @ z))
+
+
+def test_index_resumes_after_interruption(tmp_path, monkeypatch):
+    "A build killed after its first chunk resumes where it stopped and gives the same index as an uninterrupted one."
+    import ibsr_nb.cli as cli
+    from ibsr_nb.index import ShapeIndex
+    meshes = write_folder(tmp_path/'meshes')
+    real = cli.embed_points
+    calls = []
+    def crash_after_first(enc, pts):
+        if calls: raise KeyboardInterrupt('killed')
+        calls.append(len(pts)); return real(enc, pts)
+    monkeypatch.setattr(cli, 'embed_points', crash_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        run_main('index', meshes, '--encoder', ENC, '--out', tmp_path/'a.index', '--chunk', '2', '--batch', '2')
+    parts = tmp_path/'a.index.parts'
+    assert not (tmp_path/'a.index').exists() and len(list(parts.glob('emb_*.npy'))) == 1
+    done = [json.loads(l) for l in (parts/'progress.jsonl').read_text().splitlines()]
+    assert sum(d['status'] == 'ok' for d in done) == 2                   # the first chunk with meshes in it
+    assert all(d.get('chunk') == 'emb_000000.npy' for d in done if d['status'] == 'ok')
+
+    seen = []
+    def counting(enc, pts): seen.append(len(pts)); return real(enc, pts)
+    monkeypatch.setattr(cli, 'embed_points', counting)
+    code, out, err = run_main('index', meshes, '--encoder', ENC, '--out', tmp_path/'a.index', '--chunk', '2', '--batch', '2')
+    assert code == 0, err
+    assert f'resuming: {len(done)} of 10 files already done' in err
+    n_good_left = len(GOOD) - sum(d['status'] == 'ok' for d in done)
+    assert sum(seen) == n_good_left                                      # nothing embedded twice
+
+    assert run_main('index', meshes, '--encoder', ENC, '--out', tmp_path/'b.index')[0] == 0
+    a, b = ShapeIndex.load(tmp_path/'a.index'), ShapeIndex.load(tmp_path/'b.index')
+    assert sorted(a.shapes['shape_id']) == sorted(b.shapes['shape_id'])
+    qa = a.search(np.eye(128, dtype=np.float32)[:4], 5)
+    order = {s: i for i, s in enumerate(b.shapes['shape_id'])}
+    xa = np.stack([np.asarray(a.faiss.reconstruct(i)) for i in range(len(a))])
+    xb = np.stack([np.asarray(b.faiss.reconstruct(order[s])) for s in a.shapes['shape_id']])
+    np.testing.assert_allclose(xa, xb, atol=1e-5)
+    assert qa[1].shape == (4, 5)
+
+
+def test_reindex_embeds_only_new_and_changed_files(tmp_path, monkeypatch):
+    import ibsr_nb.cli as cli
+    from ibsr_nb.shapes import make_shape
+    from ibsr_nb.index import ShapeIndex
+    meshes = write_folder(tmp_path/'meshes')
+    assert run_main('index', meshes, '--encoder', ENC, '--out', tmp_path/'s.index')[0] == 0
+    (meshes/'bed').mkdir()
+    make_shape('bed', 0).mesh.export(meshes/'bed'/'bed_0.obj')
+    (meshes/'chair'/'empty.obj').unlink()
+    real, seen = cli.embed_points, []
+    monkeypatch.setattr(cli, 'embed_points', lambda enc, pts: (seen.append(len(pts)), real(enc, pts))[1])
+    code, out, err = run_main('index', meshes, '--encoder', ENC, '--out', tmp_path/'s.index')
+    assert code == 0, err
+    assert sum(seen) == 1                                                # only the new bed
+    ix = ShapeIndex.load(tmp_path/'s.index')
+    assert 'bed/bed_0' in set(ix.shapes['shape_id']) and len(ix) == len(GOOD) + 1
+    assert 'chair/empty.obj' not in out                                  # deleted files are no longer reported
+
+
+def test_changed_settings_are_refused_on_resume(tmp_path):
+    meshes = write_folder(tmp_path/'meshes')
+    assert run_main('index', meshes, '--encoder', ENC, '--out', tmp_path/'s.index')[0] == 0
+    code, out, err = run_main('index', meshes, '--encoder', ENC, '--out', tmp_path/'s.index', '--up-axis', 'z')
+    assert code == 2 and 's.index.parts: holds partial work made with other settings' in err
+
+
+def test_user_errors_exit_2_with_a_clear_message(tmp_path):
+    meshes = write_folder(tmp_path/'meshes')
+    (tmp_path/'empty_dir').mkdir()
+    (tmp_path/'all_bad').mkdir(); (tmp_path/'all_bad'/'a.obj').write_text('')
+    cases = [
+        (['index', tmp_path/'nope', '--encoder', ENC, '--out', tmp_path/'x.index'], 'nope: mesh folder not found'),
+        (['index', tmp_path/'empty_dir', '--encoder', ENC, '--out', tmp_path/'x.index'], 'no mesh files found'),
+        (['index', tmp_path/'all_bad', '--encoder', ENC, '--out', tmp_path/'x.index'], 'none of the 1 mesh files could be read'),
+        (['index', meshes, '--encoder', 'no-such-encoder', '--out', tmp_path/'x.index'], "unknown encoder 'no-such-encoder'"),
+        (['index', meshes, '--encoder', 'openshape-g14', '--out', tmp_path/'x.index'], 'pass --checkpoint FILE'),
+        (['query', '--index', tmp_path/'x.index'], 'give a query IMAGE or --text'),
+    ]
+    for args, msg in cases:
+        code, out, err = run_main(*args)
+        assert code == 2 and msg in err, (args, code, err)
+
+    assert run_main('index', meshes, '--encoder', ENC, '--out', tmp_path/'s.index')[0] == 0
+    img = query_image(tmp_path/'q.png')
+    raw = (tmp_path/'s.index').read_bytes()
+    (tmp_path/'cut.index').write_bytes(raw[:len(raw) - 40])
+    (tmp_path/'bad.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\0' * 30)
+    import torch
+    from ibsr_nb.models.point import create_point_encoder
+    with torch.random.fork_rng():
+        torch.manual_seed(5); torch.save(create_point_encoder('ppat-tiny-s').state_dict(), tmp_path/'other.pt')
+    torch.save({'not': torch.zeros(1)}, tmp_path/'junk.pt')
+    cases = [
+        (['query', img, '--index', tmp_path/'cut.index'], 'cut.index: truncated'),
+        (['query', img, '--index', tmp_path/'missing.index'], 'missing.index: index file not found'),
+        (['query', img, '--index', tmp_path/'s.index', '--checkpoint', tmp_path/'other.pt'], 'built with other weights'),
+        (['query', img, '--index', tmp_path/'s.index', '--checkpoint', tmp_path/'junk.pt'], 'not a state dict of ppat-tiny-s'),
+        (['query', img, '--index', tmp_path/'s.index', '--encoder', 'openshape-g14'], 'pass --checkpoint FILE'),
+        (['query', tmp_path/'bad.png', '--index', tmp_path/'s.index'], 'bad.png'),
+        (['query', tmp_path/'none.png', '--index', tmp_path/'s.index'], 'none.png: image file not found'),
+        (['query', img, '--text', 'a chair', '--index', tmp_path/'s.index'], 'not both'),
+        (['query', img, '--index', tmp_path/'s.index', '-k', '0'], '-k must be at least 1'),
+    ]
+    for args, msg in cases:
+        code, out, err = run_main(*args, '--no-picture')
+        assert code == 2 and msg in err, (args, code, err)
+
+
+def test_index_mismatch_between_encoders(tmp_path):
+    "An index made by another encoder (name or dimension) than the query side is refused."
+    from ibsr_nb.index import ShapeIndex, IndexMismatchError
+    ix = ShapeIndex(512, 'flat', encoder='openshape-b32', weights='sha256:abc')
+    ix.add(np.random.default_rng(0).standard_normal((3, 512)), ['a', 'b', 'c'])
+    ix.save(tmp_path/'b32.index')
+    img = query_image(tmp_path/'q.png')
+    code, out, err = run_main('query', img, '--index', tmp_path/'b32.index', '--encoder', ENC, '--no-picture')
+    assert code == 2 and "built with encoder 'openshape-b32', but the query side uses 'ibsr-tiny'" in err
+    with pytest.raises(IndexMismatchError, match='holds 512-d embeddings'):
+        ShapeIndex.load(tmp_path/'b32.index', dim=128)
+
+
+def test_demo_still_works(tmp_path):
+    code, out, err = run_main('demo', '--out', tmp_path/'demo')
+    assert code == 0 and 'Acc@1' in out
+    assert sorted(p.name for p in (tmp_path/'demo').iterdir()) == ['config.yaml', 'result.json']
