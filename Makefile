@@ -19,7 +19,7 @@ $(STAMP): settings.ini setup.py constraints.txt tools/ensure_chromium.sh
 
 # The main job: regenerate the paper's tables and figures on the built-in benchmark (quick mode).
 reproduce: install
-	$(BIN)/ibsr demo --out outputs/demo
+	$(BIN)/ibsr reproduce --quick --out outputs/paper
 
 # The test suite (what .ci/run runs).
 test: install

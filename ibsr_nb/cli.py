@@ -374,3 +374,10 @@ def _query_parser(p):
 
 COMMANDS['index'] = (_index_parser, 'embed a folder of meshes into a shape index (resumable; skips and reports unreadable files)')
 COMMANDS['query'] = (_query_parser, 'search a shape index with an image or a text; print the ranked table and write a picture')
+
+# %% ../nbs/30_cli.ipynb #2d3f2499
+from .train import add_train_parser, add_evaluate_parser
+from .paper import add_reproduce_parser
+COMMANDS['train'] = (add_train_parser, 'train or resume a run from a TrainConfig YAML (pretrain, finetune or scratch)')
+COMMANDS['evaluate'] = (add_evaluate_parser, 'retrieval metrics of a trained run or checkpoint on a benchmark')
+COMMANDS['reproduce'] = (add_reproduce_parser, "regenerate the paper's tables and figures on the procedural benchmark")
