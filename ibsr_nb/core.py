@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #88933247
 from __future__ import annotations
-import os, io, sys, json, random, pickle, logging, tempfile, contextlib, dataclasses, typing
+import os, io, sys, copy, json, random, pickle, logging, tempfile, contextlib, dataclasses, typing
 from dataclasses import dataclass, field, fields, is_dataclass, asdict
 from pathlib import Path
 import numpy as np
@@ -13,9 +13,9 @@ import yaml
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['SAFE_PICKLE_CLASSES', 'ConfigError', 'Config', 'set_seed', 'default_device', 'configure_threads', 'ibsr_home',
-           'is_quick', 'quick_or', 'get_logger', 'progress', 'atomic_path', 'atomic_write_text', 'atomic_torch_save',
-           'UnsafePickleError', 'safe_pickle_load', 'environment_report']
+__all__ = ['SAFE_PICKLE_CLASSES', 'ConfigError', 'Config', 'registry_config', 'set_seed', 'default_device', 'configure_threads',
+           'ibsr_home', 'is_quick', 'quick_or', 'get_logger', 'progress', 'atomic_path', 'atomic_write_text',
+           'atomic_torch_save', 'UnsafePickleError', 'safe_pickle_load', 'environment_report']
 
 # %% ../nbs/00_core.ipynb #1d5e8128
 class ConfigError(ValueError):
@@ -75,6 +75,20 @@ class Config:
         return cls.from_yaml(path.read_text(encoding='utf-8'), where=str(path))
 
     def replace(self, **kw): return dataclasses.replace(self, **kw)
+
+# %% ../nbs/00_core.ipynb #37cbde94
+def registry_config(registry: dict,   # name -> config dict
+                    name: str,        # the configuration to read
+                    what: str,        # what the registry holds, for errors ('point encoder', ...)
+                    **overrides       # fields to change (must exist)
+                   ) -> dict:
+    "A deep copy of `registry[name]` with `overrides` applied; unknown names and keys are errors listing the valid ones."
+    if name not in registry: raise KeyError(f'unknown {what} {name!r}; known: {sorted(registry)}')
+    cfg = copy.deepcopy(registry[name])
+    bad = sorted(set(overrides) - set(cfg))
+    if bad: raise KeyError(f'{name}: unknown override(s) {bad}; valid: {sorted(cfg)}')
+    cfg.update(overrides)
+    return cfg
 
 # %% ../nbs/00_core.ipynb #fe526340
 def set_seed(seed: int = 0,              # the seed for python, numpy and torch

@@ -17,10 +17,11 @@ from .train import TrainConfig, train, evaluate
 
 # %% auto #0
 __all__ = ['SCALE_PRESETS', 'BENCHES', 'ANNEAL_UP', 'RUNNERS', 'METRICS', 'QUALITATIVE_RUNS', 'TABLES', 'RECIPE_HOOKS',
-           'EXTRA_TABLES', 'PaperScale', 'paper_scale', 'Recipe', 'recipes', 'run_recipe', 'run_all', 'tidy_results',
-           'reported_results', 'mean_std', 'summarise', 'to_markdown', 'to_latex', 'write_table', 'table_zero_shot',
-           'table_standard', 'table_hcl', 'table_beta', 'chance_levels', 'findings', 'plot_pipeline',
-           'plot_vmf_density', 'plot_effects', 'plot_qualitative', 'reproduce', 'register_baselines', 'all_recipes',
+           'EXTRA_TABLES', 'PaperScale', 'paper_scale', 'Recipe', 'recipes', 'run_recipe', 'paper_jobs', 'run_all',
+           'tidy_results', 'reported_results', 'mean_std', 'summarise', 'to_markdown', 'to_latex', 'write_table',
+           'table_zero_shot', 'table_standard', 'table_hcl', 'table_beta', 'chance_levels', 'findings', 'plot_pipeline',
+           'plot_vmf_density', 'plot_effects', 'plot_qualitative', 'EvalConfig', 'parse_checkpoint', 'published_model',
+           'available_real_benchmarks', 'real_data_recipes', 'reproduce', 'register_baselines', 'all_recipes',
            'paper_results', 'add_reproduce_parser']
 
 # %% ../nbs/20_paper.ipynb #ff97ac63
@@ -33,13 +34,13 @@ class PaperScale(Config):
     small: str = 'ppat-tiny-s'           # the S point backbone
     large: str = 'ppat-tiny-l'           # the L point backbone
     tower: str = 'ibsr-tiny-vit-64'      # image/text tower (trained during pretraining: no published CLIP weights here)
-    pretrain_steps: int = 300
-    finetune_steps: int = 200
+    pretrain_steps: int = 160
+    finetune_steps: int = 100
     batch_size: int = 32
     lr: float = 1e-3
-    eval_every: int = 100
+    eval_every: int = 50
     betas: tuple = (0.5, 1.0, 2.0, 4.0)  # constant-β sweep of the β ablation
-    baseline_steps: int = 200            # CMIC / CMAH training steps
+    baseline_steps: int = 80             # CMIC / CMAH training steps
 
 SCALE_PRESETS = {
     'smoke': PaperScale(name='smoke', pretrain_steps=6, finetune_steps=4, batch_size=8, eval_every=4, betas=(0.5, 2.0),
@@ -66,6 +67,7 @@ class Recipe:
     config: object                    # the run's config dataclass
     tags: dict = field(default_factory=dict)   # experiment, benchmark, backbone, init, loss, beta, seed, corpus
     evals: tuple = ()                 # benchmarks whose test queries it is evaluated on
+    after: tuple = ()                 # keys of recipes that must finish first (e.g. the pretraining run it starts from)
 
     def config_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
@@ -97,7 +99,7 @@ def recipes(scale: PaperScale, root) -> list[Recipe]:
             tags = dict(experiment=experiment, benchmark=bench, backbone=b, init='pre-aligned' if init == 'pre' else 'none',
                         loss=loss, beta=beta_label if loss == 'hcl' else '', seed=seed, corpus='ensembled')
             key = f"{experiment[:4]}/{bench}/{b}/{init}/{loss}" + (f'/{beta_label}' if experiment == 'beta' else '') + f'/s{seed}'
-            return Recipe(key, 'train', cfg, tags, evals=(bench,))
+            return Recipe(key, 'train', cfg, tags, evals=(bench,), after=(f'pre/ensembled/{b}/s{seed}',))
         for bench in ('pix3d-like', 'shape-centric'):
             out += [ft(bench, b, init, loss) for b in 'SL' for init in ('pre', 'scratch') for loss in ('infonce', 'hcl')]
         out += [ft('cars-like', 'L', 'pre', loss) for loss in ('infonce', 'hcl')]
@@ -138,27 +140,97 @@ def run_recipe(recipe: Recipe, root) -> dict:
             atomic_write_text(done, json.dumps(payload, indent=1, default=float))
     return json.loads(done.read_text())
 
-def run_all(recipes_: list[Recipe], root, desc: str = 'paper runs') -> list[dict]:
+def paper_jobs(jobs: int | None = None) -> tuple[int, int]:
+    "(parallel runs, torch threads per run): `jobs`, else $IBSR_JOBS, else 1 on a GPU or under the test runner, else one run per core (at most 4)."
+    cores = os.cpu_count() or 1
+    if jobs is None:
+        env = os.environ.get('IBSR_JOBS', '').strip()
+        jobs = int(env) if env else (1 if torch.cuda.is_available() or os.environ.get('IN_TEST') else min(4, cores))
+    if jobs < 1: raise ValueError(f'jobs must be >= 1, got {jobs}')
+    return jobs, max(1, cores // jobs)
+
+def _worker_init(threads: int):
+    os.environ['IBSR_PROGRESS'] = '0'          # one overall bar in the parent, no interleaved per-run bars
+    configure_threads(threads)
+    register_baselines()                        # a spawned worker starts with only the 'train' runner
+
+def _critical_first(recipes_: list[Recipe]) -> dict:
+    "Order key of each recipe: those with more (transitive) dependents first, then the given order."
+    users = {r.key: set() for r in recipes_}
+    for r in recipes_:
+        for k in r.after:
+            if k in users: users[k].add(r.key)
+    def n_dep(k, seen=()):
+        return sum(1 + n_dep(u, seen + (k,)) for u in users[k] if u not in seen)
+    return {r.key: (-n_dep(r.key), i) for i, r in enumerate(recipes_)}
+
+def run_all(recipes_: list[Recipe], root,
+            desc: str = 'paper runs',
+            jobs: int | None = None     # parallel runs (see `paper_jobs`); 1: in this process, one after the other
+           ) -> list[dict]:
     "Run every recipe (cached ones are reused) with an overall progress bar; return their results in order."
-    out = []
-    bar = progress(recipes_, desc=desc)
-    for r in bar:
-        bar.set_postfix_str(r.key)
-        out.append(run_recipe(r, root))
-    return out
+    keys = [r.key for r in recipes_]
+    unknown = sorted({k for r in recipes_ for k in r.after} - set(keys))
+    if unknown: raise ValueError(f'recipes wait for unknown keys {unknown}')
+    jobs, threads = paper_jobs(jobs)
+    done = {r.key: json.loads((r.run_dir(root)/'results.json').read_text())
+            for r in recipes_ if (r.run_dir(root)/'results.json').exists()}
+    bar = progress(total=len(recipes_), desc=desc, initial=len(done))
+    if jobs == 1:
+        for r in recipes_:
+            if r.key in done: continue
+            bar.set_postfix_str(r.key)
+            done[r.key] = run_recipe(r, root); bar.update()
+        bar.close()
+        return [done[k] for k in keys]
+    import concurrent.futures as cf, multiprocessing as mp
+    from ibsr_nb import paper as mod     # workers unpickle by module path: a notebook's own definitions live in __main__
+    def portable(r: Recipe):
+        cfg = r.config
+        if type(cfg).__module__ == '__main__': cfg = getattr(mod, type(cfg).__name__)(**vars(cfg))
+        return mod.Recipe(r.key, r.kind, cfg, dict(r.tags), tuple(r.evals), tuple(r.after))
+    order = _critical_first(recipes_)
+    todo = sorted((r for r in recipes_ if r.key not in done), key=lambda r: order[r.key])
+    failed, running = {}, {}
+    with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context('spawn'), initializer=mod._worker_init, initargs=(threads,)) as pool:
+        while todo or running:
+            ready = next((r for r in todo if all(k in done or k in failed for k in r.after)), None)
+            if ready is not None and len(running) < jobs:
+                todo.remove(ready)
+                bad = [k for k in ready.after if k in failed]
+                if bad: failed[ready.key] = f'skipped: it waits for the failed run(s) {bad}'; bar.update()
+                else: running[pool.submit(mod.run_recipe, portable(ready), root)] = ready
+                continue
+            if not running: raise ValueError(f'recipes wait for each other in a cycle: {[r.key for r in todo]}')
+            bar.set_postfix_str(', '.join(r.key for r in running.values()))
+            finished, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            for f in finished:
+                r = running.pop(f)
+                try: done[r.key] = f.result()
+                except cf.process.BrokenProcessPool:
+                    raise RuntimeError(f'a worker process died while running {r.key} (out of memory, or killed); finished runs '
+                                       f'are cached under {root}/runs: run again, or with jobs=1 (--jobs 1)') from None
+                except Exception as e: failed[r.key] = f'{type(e).__name__}: {e}'
+                bar.update()
+    bar.close()
+    if failed:
+        raise RuntimeError(f'{len(failed)} of {len(recipes_)} runs failed (finished runs are cached under {root}/runs; '
+                           'run again to retry only these):\n' + '\n'.join(f'  {k}: {v}' for k, v in failed.items()))
+    return [done[k] for k in keys]
 
 # %% ../nbs/20_paper.ipynb #c18290ca
 METRICS = ('acc@1', 'acc@10', 'map@10', 'cat_acc')
 
 def tidy_results(results: list[dict]) -> pd.DataFrame:
-    "Long table: key, kind, tags..., benchmark, category, metric, value (one row per number)."
+    "Long table: key, kind, tags..., benchmark, category, n_queries, metric, value (one row per number)."
     rows = []
     for res in results:
         for bench, table in res['evals'].items():
             for row in table:
                 for m in METRICS:
                     if m in row: rows.append({'key': res['key'], 'kind': res['kind'], **res['tags'], 'benchmark': bench,
-                                              'category': row['category'], 'metric': m, 'value': float(row[m])})
+                                              'category': row['category'], 'n_queries': int(row.get('n_queries', 0)),
+                                              'metric': m, 'value': float(row[m])})
     return pd.DataFrame(rows)
 
 # %% ../nbs/20_paper.ipynb #a1cd8d62
@@ -228,12 +300,14 @@ def table_standard(res: pd.DataFrame) -> pd.DataFrame:
     r = rep.pivot_table(index=['dataset', 'method'], columns='metric', values='value', aggfunc='first', sort=False)
     r = r.map(lambda v: '' if pd.isna(v) else f'{v:.1f}')
     r.index = pd.MultiIndex.from_tuples([('reported (paper, via digest)', ds, m) for ds, m in r.index], names=['source', 'benchmark', 'method'])
+    from ibsr_nb.data import REAL_BENCHMARKS
     d = res[((res['experiment'] == 'standard') & (res['init'] == 'pre-aligned') & (res['backbone'] == 'L')
-             & res['benchmark'].isin(['pix3d-like', 'cars-like'])) | (res['experiment'] == 'baseline')]
+             & res['benchmark'].isin(['pix3d-like', 'cars-like', *REAL_BENCHMARKS])) | (res['experiment'] == 'baseline')]
     d = d.assign(method=np.where(d['experiment'] == 'baseline', d['loss'],
                                  'ours: pre-aligned L + ' + d['loss'].map({'infonce': 'InfoNCE', 'hcl': 'HCL'}).fillna('')))
     ours = summarise(d, ['benchmark', 'method'])
-    ours.index = pd.MultiIndex.from_tuples([('ours (procedural benchmark)', b, m) for b, m in ours.index], names=r.index.names)
+    ours.index = pd.MultiIndex.from_tuples([('ours (real data)' if b in REAL_BENCHMARKS else 'ours (procedural benchmark)', b, m)
+                                            for b, m in ours.index], names=r.index.names)
     return pd.concat([r, ours])[['acc@1', 'acc@10', 'map@10']]
 
 def table_hcl(res: pd.DataFrame) -> pd.DataFrame:
@@ -258,50 +332,74 @@ def table_beta(res: pd.DataFrame) -> pd.DataFrame:
     return t.loc[order]
 
 # %% ../nbs/20_paper.ipynb #8fad844a
-def _acc(res, metric='acc@1', **sel) -> float:
+def _acc(res, metric='acc@1', **sel) -> tuple[float, int]:
+    "(mean of `metric` over the selected Total rows, number of test queries behind it summed over seeds)."
     d = res[(res['category'] == 'Total') & (res['metric'] == metric)]
     for k, v in sel.items(): d = d[d[k] == v]
-    return float(d['value'].mean()) if len(d) else float('nan')
+    if not len(d): return float('nan'), 0
+    return float(d['value'].mean()), int(d['n_queries'].sum()) if 'n_queries' in d else 0
 
 def chance_levels(quick: bool = True, data_seed: int = 0) -> dict:
     "Acc@1 of a random ranking (1 / gallery size of the test split) for each benchmark."
     from ibsr_nb.data import load_benchmark
     return {b: 1 / len(load_benchmark(b, quick=quick, seed=data_seed).gallery('test')) for b in BENCHES}
 
+def _se(p: float, n: int) -> float:
+    "Binomial standard error of an accuracy `p` measured on `n` queries (inf without queries)."
+    return float(np.sqrt(p * (1 - p) / n)) if n else float('inf')
+
+def _verdict(diff: float, se: float, z: float = 2.0) -> str:
+    "'yes' if `diff` > z·se, 'opposite' if `diff` < −z·se, else 'not resolved' (the difference is within the noise)."
+    if np.isnan(diff): return 'no runs'
+    return 'yes' if diff > z * se else ('opposite' if diff < -z * se else 'not resolved')
+
 def findings(res: pd.DataFrame, chance: dict) -> pd.DataFrame:
-    "F1–F7: the evidence in our runs (Acc@1 in %) and whether it agrees with the paper."
+    """F1–F7: the evidence in our runs (Acc@1 in %), the difference that decides each finding with twice its
+    binomial standard error over the test queries, and the verdict: 'yes', 'opposite' or 'not resolved'."""
     pct = lambda v: f'{100 * v:.1f}'
     rows = []
+    def row(fid, claim, evidence, diff, se):
+        rows.append((fid, claim, evidence, f'{100 * diff:+.1f} ± {200 * se:.1f}', _verdict(diff, se)))
     zs = {b: _acc(res, experiment='pretrain', corpus='ensembled', backbone='L', benchmark=b) for b in BENCHES}
-    rows.append(('F1', 'pre-aligned encoders give zero-shot IBSR far above chance',
-                 '; '.join(f'{b}: {pct(zs[b])} vs chance {pct(chance[b])}' for b in BENCHES),
-                 all(zs[b] > 2 * chance[b] for b in BENCHES)))
+    worst = min(BENCHES, key=lambda b: (zs[b][0] - chance[b]) / _se(*zs[b]) if zs[b][1] else -np.inf)
+    row('F1', 'pre-aligned encoders give zero-shot IBSR far above chance',
+        '; '.join(f'{b}: {pct(zs[b][0])} vs chance {pct(chance[b])}' for b in BENCHES) + f' (decided by the weakest: {worst})',
+        zs[worst][0] - chance[worst], _se(*zs[worst]))
     ft = lambda **k: _acc(res, experiment='standard', benchmark='pix3d-like', **k)
     pre, scr = ft(backbone='L', init='pre-aligned', loss='infonce'), ft(backbone='L', init='none', loss='infonce')
-    rows.append(('F2', 'fine-tuning from pre-aligned init beats training from scratch',
-                 f'pix3d-like, L, InfoNCE: pre-aligned {pct(pre)} vs scratch {pct(scr)}', pre > scr))
-    sc = lambda init, loss: _acc(res, experiment='standard', benchmark='shape-centric', backbone='L', init=init, loss=loss)
-    g_scr, g_pre = sc('none', 'hcl') - sc('none', 'infonce'), sc('pre-aligned', 'hcl') - sc('pre-aligned', 'infonce')
-    rows.append(('F3', 'HCL gains more over InfoNCE without pretraining than with it',
-                 f'shape-centric, L: HCL − InfoNCE = {100 * g_scr:+.1f} (scratch), {100 * g_pre:+.1f} (pre-aligned)', g_scr > g_pre))
-    l_, s_ = ft(backbone='L', init='pre-aligned', loss='infonce'), ft(backbone='S', init='pre-aligned', loss='infonce')
-    rows.append(('F4', 'the larger point backbone helps when pre-aligned',
-                 f'pix3d-like, pre-aligned, InfoNCE: L {pct(l_)} vs S {pct(s_)}', l_ > s_))
+    row('F2', 'fine-tuning from pre-aligned init beats training from scratch',
+        f'pix3d-like, L, InfoNCE: pre-aligned {pct(pre[0])} vs scratch {pct(scr[0])}', pre[0] - scr[0], np.hypot(_se(*pre), _se(*scr)))
+    sc = {(i, l): _acc(res, experiment='standard', benchmark='shape-centric', backbone='L', init=i, loss=l)
+          for i in ('none', 'pre-aligned') for l in ('hcl', 'infonce')}
+    g_scr, g_pre = sc['none', 'hcl'][0] - sc['none', 'infonce'][0], sc['pre-aligned', 'hcl'][0] - sc['pre-aligned', 'infonce'][0]
+    row('F3', 'HCL gains more over InfoNCE without pretraining than with it',
+        f'shape-centric, L: HCL − InfoNCE = {100 * g_scr:+.1f} (scratch), {100 * g_pre:+.1f} (pre-aligned)',
+        g_scr - g_pre, np.sqrt(sum(_se(*v) ** 2 for v in sc.values())))
+    l_, s_ = pre, ft(backbone='S', init='pre-aligned', loss='infonce')
+    row('F4', 'the larger point backbone helps when pre-aligned',
+        f'pix3d-like, pre-aligned, InfoNCE: L {pct(l_[0])} vs S {pct(s_[0])}', l_[0] - s_[0], np.hypot(_se(*l_), _se(*s_)))
     cmic = res[(res['experiment'] == 'baseline') & res['loss'].astype(str).str.startswith('CMIC')]
     cm, ours = _acc(cmic, benchmark='pix3d-like'), ft(backbone='L', init='pre-aligned', loss='hcl')
-    rows.append(('F5', 'one embedding per shape competes with multi-view CMIC',
-                 f'pix3d-like: ours (L, HCL) {pct(ours)} vs CMIC {pct(cm)} (cost: see the efficiency table)',
-                 bool(ours >= cm - 0.05) if not np.isnan(cm) else None))
-    b = res[(res['experiment'] == 'beta') & (res['category'] == 'Total') & (res['metric'] == 'acc@1') & ~res['beta'].str.startswith('anneal')]
-    bs = b.groupby(b['beta'].astype(float))['value'].mean().sort_index()
-    top = bs.idxmax() if len(bs) else float('nan')
-    rows.append(('F6', 'moderate β helps, too large hurts',
-                 ', '.join(f'β={k:g}: {pct(v)}' for k, v in bs.items()), bool(len(bs) > 1 and top < bs.index.max() and bs.iloc[-1] < bs.max())))
-    ens = np.mean([zs[b_] for b_ in BENCHES])
-    nar = np.mean([_acc(res, experiment='pretrain', corpus='narrow', backbone='L', benchmark=b_) for b_ in BENCHES])
-    rows.append(('F7', 'diverse ("ensembled") pretraining beats narrow pretraining',
-                 f'zero-shot L, mean over benchmarks: ensembled {pct(ens)} vs narrow {pct(nar)}', ens > nar))
-    return pd.DataFrame(rows, columns=['id', 'finding (paper)', 'our evidence (Acc@1, %)', 'shows here']).set_index('id')
+    margin = 0.05   # "competes": at most 5 points below CMIC
+    row('F5', 'one embedding per shape competes with multi-view CMIC (at most 5 points below it)',
+        f'pix3d-like: ours (L, HCL) {pct(ours[0])} vs CMIC {pct(cm[0])} (cost: see the efficiency table)',
+        ours[0] - cm[0] + margin, np.hypot(_se(*ours), _se(*cm)))
+    b = res[(res['experiment'] == 'beta') & ~res['beta'].astype(str).str.startswith('anneal')]
+    betas = sorted({float(v) for v in b['beta']})
+    acc_b = {v: _acc(b, beta=f'{v:g}') for v in betas}
+    if len(betas) > 1:
+        best = max(betas[:-1], key=lambda v: acc_b[v][0]); top = betas[-1]
+        row('F6', 'moderate β helps, too large hurts',
+            ', '.join(f'β={v:g}: {pct(a)}' for v, (a, _) in acc_b.items()) + f' (best moderate β={best:g} vs β={top:g})',
+            acc_b[best][0] - acc_b[top][0], np.hypot(_se(*acc_b[best]), _se(*acc_b[top])))
+    else: row('F6', 'moderate β helps, too large hurts', 'fewer than two β values', float('nan'), float('nan'))
+    nar = {b_: _acc(res, experiment='pretrain', corpus='narrow', backbone='L', benchmark=b_) for b_ in BENCHES}
+    ens_m, nar_m = np.mean([zs[b_][0] for b_ in BENCHES]), np.mean([nar[b_][0] for b_ in BENCHES])
+    row('F7', 'diverse ("ensembled") pretraining beats narrow pretraining',
+        f'zero-shot L, mean over benchmarks: ensembled {pct(ens_m)} vs narrow {pct(nar_m)}', ens_m - nar_m,
+        np.sqrt(sum(_se(*v) ** 2 for v in [*zs.values(), *nar.values()])) / len(BENCHES))
+    return pd.DataFrame(rows, columns=['id', 'finding (paper)', 'our evidence (Acc@1, %)', 'difference ± 2 s.e. (points)',
+                                       'shows here']).set_index('id')
 
 # %% ../nbs/20_paper.ipynb #344ebf2e
 def plot_pipeline():
@@ -356,7 +454,7 @@ def plot_effects(res: pd.DataFrame, metric: str = 'acc@1'):
                color=colors[j], label=f"{'pre-aligned' if init == 'pre-aligned' else 'scratch'} + {'HCL' if loss == 'hcl' else 'InfoNCE'}")
     ax.set_xticks(range(len(groups)), [f'{b}\n{k}' for b, k in groups], fontsize=8)
     ax.set(ylabel=f'instance {metric} (%)', title='pre-alignment and loss effects (fine-tuned, test queries)')
-    ax.legend(fontsize=7, ncol=2); fig.tight_layout()
+    ax.legend(fontsize=7, ncol=4, loc='upper center', bbox_to_anchor=(0.5, -0.2), frameon=False); fig.tight_layout()
     return fig
 
 # %% ../nbs/20_paper.ipynb #a877c0bf
@@ -388,6 +486,92 @@ def plot_qualitative(recipes_: list[Recipe], root, benchmark: str = 'pix3d-like'
         labels.append([f'{s[0, t]:.2f}\n{bench.shapes.shape_id.iloc[gal[t]]}' for t in top])
     return retrieval_grid([bench.images[q]] * len(runs), results, labels, hits, query_labels=[name for name, _ in runs])
 
+# %% ../nbs/20_paper.ipynb #36ac35b4
+@dataclass
+class EvalConfig(Config):
+    "A zero-shot evaluation, without training: a trained run or a published checkpoint on benchmarks' test queries."
+    source: str = ''                   # a run directory, or NAME=PATH of a published checkpoint (`ibsr_nb.pretrained.REGISTRY`)
+    tower_weights: str | None = None   # published only: local weights file of its open_clip tower (None: the registry's tag, cached)
+    quick: bool = True                 # sizes of the generated benchmarks
+    data_seed: int = 0
+    data_root: str | None = None       # folder of the real datasets (`ibsr_nb.data.REAL_BENCHMARKS`)
+
+def parse_checkpoint(arg: str) -> tuple[str, Path]:
+    "'NAME=PATH' of a published checkpoint -> (registry name, file); errors say what is wrong."
+    from ibsr_nb.pretrained import REGISTRY
+    name, sep, path = str(arg).partition('=')
+    if not sep or not path: raise ValueError(f'--checkpoint {arg!r}: expected NAME=PATH with NAME one of {sorted(REGISTRY)}')
+    if name not in REGISTRY: raise ValueError(f'--checkpoint {arg!r}: unknown published encoder {name!r}; known: {sorted(REGISTRY)}')
+    p = Path(path).expanduser()
+    if not p.is_file(): raise FileNotFoundError(f'{p}: checkpoint file not found (--checkpoint {name}=...; published as {REGISTRY[name].source})')
+    return name, p
+
+def published_model(name: str, path, tower_weights=None):
+    "A `RetrievalModel` of published point encoder `name` (weights from `path`) and its matching open_clip tower."
+    from ibsr_nb.pretrained import get_spec, load_pretrained
+    from ibsr_nb.models.image import create_tower
+    from ibsr_nb.losses import LogitScale
+    from ibsr_nb.train import RetrievalModel
+    spec = get_spec(name)
+    if not spec.clip_model:
+        raise ValueError(f'{name}: its image tower is not an open_clip model ({spec.clip_note}); it cannot be evaluated here')
+    tower = create_tower(spec.clip_model, pretrained=tower_weights or spec.clip_pretrained, frozen=True)
+    return RetrievalModel(load_pretrained(name, path), tower, LogitScale(1 / 0.07)).eval()
+
+def _eval_runner(recipe: Recipe, run_dir: Path) -> dict:
+    cfg = recipe.config
+    if Path(cfg.source).is_dir(): model = cfg.source
+    else: model = published_model(*parse_checkpoint(cfg.source), cfg.tower_weights)
+    evals = {b: evaluate(model, b, quick=cfg.quick, data_seed=cfg.data_seed, data_root=cfg.data_root) for b in recipe.evals}
+    return {'summary': {'source': cfg.source}, 'evals': evals}
+
+RUNNERS['eval'] = _eval_runner
+
+def available_real_benchmarks(data_root) -> list[str]:
+    "The real benchmarks (`ibsr_nb.data.REAL_BENCHMARKS`) whose files are under `data_root`."
+    from ibsr_nb.data import REAL_BENCHMARKS, real_benchmark_available
+    return [n for n in REAL_BENCHMARKS if real_benchmark_available(n, data_root)] if data_root else []
+
+def real_data_recipes(scale: PaperScale, root,
+                      data_root=None,        # folder with the real datasets (Pix3D, CMIC's car sets)
+                      checkpoints=(),        # 'NAME=PATH' of published checkpoints
+                      tower_weights=None     # {NAME: open_clip weights file} for the published checkpoints' towers
+                     ) -> list[Recipe]:
+    """The runs that real data and published checkpoints add: zero-shot evaluations of our pretraining runs on the
+    real benchmarks, the standard L fine-tunings (InfoNCE, HCL) on each, and zero-shot evaluations of each published
+    checkpoint on every benchmark."""
+    real = available_real_benchmarks(data_root)
+    if data_root and not real:
+        from ibsr_nb.data import REAL_BENCHMARKS, real_data_help
+        raise FileNotFoundError(f'{data_root}: no real benchmark found.\n' + '\n'.join(real_data_help(n) for n in REAL_BENCHMARKS))
+    base = {r.key: r for r in recipes(scale, root)}
+    out, data_root = [], (str(Path(data_root).expanduser().resolve()) if data_root else None)
+    for seed in scale.seeds:
+        for corpus, b in [('ensembled', 'S'), ('ensembled', 'L'), ('narrow', 'L')]:
+            pre = base[f'pre/{corpus}/{b}/s{seed}']
+            if real:
+                out.append(Recipe(f'zero/{corpus}/{b}/real/s{seed}', 'eval',
+                                  EvalConfig(str(pre.run_dir(root)), quick=scale.quick_data, data_root=data_root),
+                                  dict(pre.tags), evals=tuple(real), after=(pre.key,)))
+        for bench in real:
+            like = base[f'stan/{_stand_in(bench)}/L/pre/infonce/s{seed}']
+            for loss in ('infonce', 'hcl'):
+                cfg = like.config.replace(benchmark=bench, loss=loss, data_root=data_root)
+                out.append(Recipe(f'stan/{bench}/L/pre/{loss}/s{seed}', 'train', cfg,
+                                  {**like.tags, 'benchmark': bench, 'loss': loss, 'beta': 'anneal-up' if loss == 'hcl' else ''},
+                                  evals=(bench,), after=like.after))
+    for arg in checkpoints:
+        name, path = parse_checkpoint(arg)
+        cfg = EvalConfig(f'{name}={path.resolve()}', (tower_weights or {}).get(name), scale.quick_data, 0, data_root)
+        out.append(Recipe(f'zero/published/{name}', 'eval', cfg,
+                          dict(experiment='pretrain', corpus='published', backbone=name, init='pre-aligned', loss='', seed=0),
+                          evals=BENCHES + tuple(real)))
+    return out
+
+def _stand_in(bench: str) -> str:
+    from ibsr_nb.data import REAL_BENCHMARKS
+    return REAL_BENCHMARKS[bench].stand_in
+
 # %% ../nbs/20_paper.ipynb #fa037eed
 TABLES = {
     'table1_zero_shot': (table_zero_shot, 'Zero-shot IBSR (instance retrieval on test queries, %): pretraining corpus × point backbone, no training on the benchmark.'),
@@ -406,13 +590,17 @@ def _save_fig(fig, out_dir: Path, name: str) -> list[Path]:
 
 def reproduce(scale: str = 'quick',     # 'quick' (CPU, minutes), 'full' (GPU or a long CPU run) or 'smoke' (tests)
               out='outputs/paper',      # where tables, figures and the index page go
-              root=None                 # run cache (default $IBSR_HOME/paper/<scale>)
+              root=None,                # run cache (default $IBSR_HOME/paper/<scale>)
+              jobs: int | None = None,  # parallel runs (default: see `paper_jobs`)
+              data_root=None,           # real datasets (default $IBSR_DATA_ROOT): see `real_data_recipes`
+              checkpoints=(),           # 'NAME=PATH' of published checkpoints to evaluate zero-shot
+              tower_weights=None        # {NAME: weights file} of those checkpoints' open_clip towers
              ) -> Path:
     "Run what is missing, then write every table and figure and `out/README.md`; return `out`."
     t0 = time.perf_counter()
     sc = paper_scale(scale); out = Path(out); root = Path(root) if root else ibsr_home('paper', sc.name)
-    rs = all_recipes(sc, root)
-    results = run_all(rs, root, desc=f'paper runs ({sc.name})')
+    rs = all_recipes(sc, root, data_root or os.environ.get('IBSR_DATA_ROOT'), checkpoints, tower_weights)
+    results = run_all(rs, root, desc=f'paper runs ({sc.name})', jobs=jobs)
     res = tidy_results(results)
     (out/'tables').mkdir(parents=True, exist_ok=True)
     atomic_write_text(out/'results.csv', res.to_csv(index=False))
@@ -446,16 +634,18 @@ def register_baselines():
     from ibsr_nb.baselines.cmah import register_paper_hooks
     register_paper_hooks()
 
-def all_recipes(sc: PaperScale, root) -> list[Recipe]:
-    "The paper's recipes plus those of the registered hooks (the baselines)."
+def all_recipes(sc: PaperScale, root, data_root=None, checkpoints=(), tower_weights=None) -> list[Recipe]:
+    "The paper's recipes, those of the registered hooks (the baselines), and those of real data / published checkpoints."
     register_baselines()
-    return recipes(sc, root) + [r for hook in RECIPE_HOOKS for r in hook(sc, root)]
+    return (recipes(sc, root) + [r for hook in RECIPE_HOOKS for r in hook(sc, root)]
+            + real_data_recipes(sc, root, data_root, checkpoints, tower_weights))
 
-def paper_results(scale: str | None = None) -> tuple[PaperScale, Path, list[Recipe], pd.DataFrame]:
-    "(scale, run cache, recipes, tidy results) of `scale`, running what is missing."
+def paper_results(scale: str | None = None, jobs: int | None = None, data_root=None, checkpoints=(),
+                  tower_weights=None) -> tuple[PaperScale, Path, list[Recipe], pd.DataFrame]:
+    "(scale, run cache, recipes, tidy results) of `scale`, running what is missing (real data: `real_data_recipes`)."
     sc = paper_scale(scale); root = ibsr_home('paper', sc.name)
-    rs = all_recipes(sc, root)
-    return sc, root, rs, tidy_results(run_all(rs, root, desc=f'paper runs ({sc.name})'))
+    rs = all_recipes(sc, root, data_root or os.environ.get('IBSR_DATA_ROOT'), checkpoints, tower_weights)
+    return sc, root, rs, tidy_results(run_all(rs, root, desc=f'paper runs ({sc.name})', jobs=jobs))
 EXTRA_TABLES: dict = {}     # name -> (function(results, tidy) -> DataFrame, caption); e.g. the efficiency table
 
 # %% ../nbs/20_paper.ipynb #d6376f09
@@ -466,10 +656,17 @@ def add_reproduce_parser(p):
     g.add_argument('--full', dest='scale', action='store_const', const='full', help='full benchmarks, paper-scale backbones, 3 seeds (GPU or a long CPU run)')
     g.add_argument('--smoke', dest='scale', action='store_const', const='smoke', help='a few steps per run: checks the pipeline, numbers are meaningless')
     p.add_argument('--out', type=Path, default=Path('outputs/paper'), help='folder for tables, figures and README.md')
+    p.add_argument('--jobs', type=int, default=None, help='runs trained side by side (default: $IBSR_JOBS, else 1 on a GPU, else one per CPU core, at most 4)')
+    p.add_argument('--data-root', type=Path, default=None, help='folder with real datasets (pix3d/, stanfordcars/, compcars/; default $IBSR_DATA_ROOT): adds runs on them')
+    p.add_argument('--checkpoint', action='append', default=[], metavar='NAME=PATH', help='a published encoder checkpoint to evaluate zero-shot (repeatable; NAME from the registry)')
+    p.add_argument('--tower-weights', action='append', default=[], metavar='NAME=FILE', help="local open_clip weights of a checkpoint's image tower")
     p.set_defaults(scale='quick')
     def run(a):
         configure_threads()
-        out = reproduce(a.scale, a.out)
+        towers = dict(t.split('=', 1) for t in a.tower_weights if '=' in t)
+        if len(towers) != len(a.tower_weights): raise ValueError(f'--tower-weights expects NAME=FILE, got {a.tower_weights}')
+        for arg in a.checkpoint: parse_checkpoint(arg)          # fail before any training on a bad argument
+        out = reproduce(a.scale, a.out, jobs=a.jobs, data_root=a.data_root, checkpoints=tuple(a.checkpoint), tower_weights=towers)
         print((out/'README.md').read_text())
         print(f'wrote {out}/README.md, {out}/tables/, {out}/figures/')
         return 0

@@ -45,10 +45,11 @@ VAL_METRICS = ('acc@1', 'acc@10', 'cat_acc', 'map@10')
 class TrainConfig(Config):
     "A training run: data, models, loss, optimisation and bookkeeping (saved as the run's `config.yaml`)."
     mode: str = 'finetune'              # 'pretrain' | 'finetune' | 'scratch' (see the table above)
-    benchmark: str = 'pix3d-like'       # training data: an IBSR benchmark or a pretraining corpus of `ibsr_nb.data`
+    benchmark: str = 'pix3d-like'       # training data: an IBSR benchmark, a real one (`REAL_BENCHMARKS`) or a pretraining corpus of `ibsr_nb.data`
     val_benchmark: str | None = None    # validation queries come from this benchmark (None: `benchmark`)
     quick: bool | None = None           # benchmark size (None: follow quick mode)
     data_seed: int = 0                  # generator seed of the benchmark(s)
+    data_root: str | None = None        # folder of the real datasets (pix3d, stanford-cars, comp-cars); None: $IBSR_DATA_ROOT
     point_encoder: str = 'ppat-tiny-s'  # registry name in `ibsr_nb.models.point`
     tower: str = 'ibsr-tiny-vit-64'     # image/text tower name in `ibsr_nb.models.image`
     tower_pretrained: str | None = None # open_clip tag or weights file of the tower (None: random, or from `init`)
@@ -84,6 +85,12 @@ class TrainConfig(Config):
     seed: int = 0                       # model init, data order, augmentation
     device: str | None = None           # None: `default_device()`
 
+    def to_dict(self) -> dict:
+        "As `Config.to_dict`, without `data_root` when it is unset: configs of generated benchmarks keep their hashes."
+        d = super().to_dict()
+        if d['data_root'] is None: del d['data_root']
+        return d
+
     def validate(self, where: str = 'config') -> TrainConfig:
         "Raise `ConfigError` naming the first invalid field; return self."
         def bad(msg): raise ConfigError(f'{where}: {msg}')
@@ -98,6 +105,7 @@ class TrainConfig(Config):
         if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0: bad('lr must be > 0, weight_decay and grad_clip >= 0')
         if not 0 <= self.tau_plus < 1: bad(f'tau_plus must be in [0, 1), got {self.tau_plus}')
         if self.beta_on not in ('logits', 'cosine'): bad(f"beta_on must be 'logits' or 'cosine', got {self.beta_on!r}")
+        if self.data_root is not None and not Path(self.data_root).expanduser().is_dir(): bad(f'data_root {self.data_root!r} is not a directory')
         if self.mode == 'finetune' and not self.init:
             bad("mode 'finetune' needs `init` (a pretraining run directory or checkpoint); "
                 "use mode 'scratch' to start the point encoder from random weights")
@@ -349,7 +357,7 @@ def make_eval_set(bench, query_rows, encoder, mask_background: bool = True) -> E
 class TrainData:
     "Training shapes (points, captions, image partners in one pool) and the validation set of a run."
     def __init__(self, cfg: TrainConfig, encoder):
-        bench = load_benchmark(cfg.benchmark, quick=cfg.quick, seed=cfg.data_seed)
+        bench = load_benchmark(cfg.benchmark, quick=cfg.quick, seed=cfg.data_seed, data_root=cfg.data_root)
         sh, q = bench.shapes, bench.queries
         self.name, self.up_axis = bench.name, encoder.preprocess.get('up_axis', 'y')
         train_q = np.flatnonzero(q['split'].to_numpy() == 'train')
@@ -384,7 +392,7 @@ class TrainData:
         self.pool_images = np.concatenate(pool) if len(pool) > 1 else pool[0]     # (P, H, W, 3) uint8
         self.partners = torch.tensor([p + [-1] * (K - len(p)) for p in partners])  # (S, K) pool indices, -1 = padding
         self.n_partners = torch.tensor([len(p) for p in partners])               # (S,)
-        vb = bench if cfg.val_benchmark in (None, cfg.benchmark) else load_benchmark(cfg.val_benchmark, quick=cfg.quick, seed=cfg.data_seed)
+        vb = bench if cfg.val_benchmark in (None, cfg.benchmark) else load_benchmark(cfg.val_benchmark, quick=cfg.quick, seed=cfg.data_seed, data_root=cfg.data_root)
         if vb is not bench: val_q = np.flatnonzero(vb.queries['split'].to_numpy() == 'train')
         self.val = make_eval_set(vb, val_q, encoder, cfg.mask_background) if len(val_q) else None
         self.val_name = vb.name
@@ -606,7 +614,7 @@ def _resume_config(cfg: TrainConfig | None, run_dir: Path) -> TrainConfig:
     saved = TrainConfig.load(run_dir/'config.yaml')
     if cfg is not None and cfg.to_dict() != saved.to_dict():
         new, old = cfg.to_dict(), saved.to_dict()
-        diff = [k for k in old if new.get(k) != old[k]]
+        diff = [k for k in sorted(set(old) | set(new)) if new.get(k) != old.get(k)]
         raise ConfigError(f'{run_dir/"config.yaml"}: this run was started with other settings ({", ".join(diff)}); '
                           'resume without a config, or start a new run directory')
     return saved
@@ -732,14 +740,15 @@ def evaluate(source,                     # run directory, checkpoint file, or a 
              data_seed: int = 0,         # the benchmark's generator seed
              n_points: int | None = None,  # points per gallery cloud (None: the run's training setting)
              batch_size: int = 64,
-             device: str | None = None
+             device: str | None = None,
+             data_root: str | None = None  # real benchmarks: the datasets' folder (None: the run's `data_root`, else $IBSR_DATA_ROOT)
             ) -> pd.DataFrame:
     "Retrieval table (per category + Total: Acc@1, Acc@10, category accuracy, mAP@10) of a trained model."
-    if isinstance(source, RetrievalModel): model, run_points, masked = source, None, True
+    if isinstance(source, RetrievalModel): model, run_points, masked, run_root = source, None, True, None
     else:
-        model, cfg = load_trained(source); run_points, masked = cfg.n_points, cfg.mask_background
+        model, cfg = load_trained(source); run_points, masked, run_root = cfg.n_points, cfg.mask_background, cfg.data_root
     model = model.to(torch.device(device) if device else default_device())
-    bench = load_benchmark(benchmark, quick=quick, seed=data_seed)
+    bench = load_benchmark(benchmark, quick=quick, seed=data_seed, data_root=data_root or run_root)
     rows = np.flatnonzero(bench.queries['split'].to_numpy() == split)
     if not len(rows): raise ValueError(f'{benchmark}: no {split!r} queries to evaluate')
     es = make_eval_set(bench, rows, model.point_encoder, masked)
@@ -751,11 +760,15 @@ def add_train_parser(p: argparse.ArgumentParser):
     p.add_argument('config', nargs='?', type=Path, help='TrainConfig YAML (optional with --resume)')
     p.add_argument('--out', type=Path, metavar='RUN_DIR', help='run directory (default: runs/<config name>)')
     p.add_argument('--resume', type=Path, metavar='RUN_DIR', help='continue the run in RUN_DIR from its last checkpoint')
+    p.add_argument('--data-root', type=Path, metavar='DIR', help="folder of the real datasets (pix3d, stanford-cars, comp-cars); "
+                   "overrides the config's data_root (default: $IBSR_DATA_ROOT)")
     def run(a) -> int:
         if a.config is None and a.resume is None: raise ValueError('give a CONFIG.yaml, or --resume RUN_DIR')
         if a.resume is not None and a.out is not None and a.out != a.resume: raise ValueError('--out and --resume name different run directories')
         cfg = TrainConfig.load(a.config).validate(str(a.config)) if a.config is not None else None
         run_dir = a.resume or a.out or Path('runs')/a.config.stem
+        if a.data_root is not None:               # on --resume, a data_root other than the run's is refused by `train`
+            cfg = (cfg or TrainConfig.load(Path(run_dir)/'config.yaml')).replace(data_root=str(a.data_root))
         s = train(cfg, run_dir, resume=a.resume is not None)
         if s.get('world_size', 1) == 1 or int(os.environ.get('RANK', 0)) == 0:
             best = s[f"best_{(cfg or TrainConfig.load(Path(run_dir)/'config.yaml')).select_metric}"]
@@ -768,13 +781,14 @@ def add_train_parser(p: argparse.ArgumentParser):
 def add_evaluate_parser(p: argparse.ArgumentParser):
     "Arguments of `ibsr evaluate`; returns the function that runs it (prints the metrics table)."
     p.add_argument('source', type=Path, metavar='RUN_DIR_OR_CHECKPOINT', help='a run directory (uses best.pt) or a checkpoint file')
-    p.add_argument('--benchmark', required=True, help='benchmark name, e.g. pix3d-like, cars-like, shape-centric')
+    p.add_argument('--benchmark', required=True, help='benchmark name, e.g. pix3d-like, cars-like, shape-centric, or a real one: pix3d, stanford-cars, comp-cars')
     p.add_argument('--split', default='test', choices=('test', 'train'), help='which queries to score')
     p.add_argument('--quick', action=argparse.BooleanOptionalAction, default=None, help='benchmark size (default: quick mode decides)')
     p.add_argument('--data-seed', type=int, default=0, help='seed of the benchmark generator')
+    p.add_argument('--data-root', type=Path, metavar='DIR', help="real benchmarks: the datasets' folder (default: the run's data_root, else $IBSR_DATA_ROOT)")
     p.add_argument('--csv', type=Path, help='also write the table to this CSV file')
     def run(a) -> int:
-        table = evaluate(a.source, a.benchmark, split=a.split, quick=a.quick, data_seed=a.data_seed)
+        table = evaluate(a.source, a.benchmark, split=a.split, quick=a.quick, data_seed=a.data_seed, data_root=a.data_root)
         print(table.to_string(float_format=lambda v: f'{v:.4f}'))
         if a.csv is not None: atomic_write_text(a.csv, table.to_csv())
         return 0

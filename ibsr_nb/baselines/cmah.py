@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from ..core import Config, set_seed, get_logger, progress
+from ..core import Config, set_seed, get_logger, progress, registry_config
 from ..models.point import farthest_point_sample, knn_query, index_points
 from ..losses import cmah_losses
 from ..metrics import retrieval_table
@@ -220,12 +220,7 @@ class CMAH(nn.Module):
 
 def cmah_config(name: str, **overrides) -> dict:
     "The config dict of `name` with `overrides` applied (unknown keys are an error)."
-    if name not in CMAH_CONFIGS: raise KeyError(f'unknown CMAH configuration {name!r}; known: {sorted(CMAH_CONFIGS)}')
-    cfg = copy.deepcopy(CMAH_CONFIGS[name])
-    bad = sorted(set(overrides) - set(cfg))
-    if bad: raise KeyError(f'{name}: unknown override(s) {bad}; valid: {sorted(cfg)}')
-    cfg.update(overrides)
-    return cfg
+    return registry_config(CMAH_CONFIGS, name, 'CMAH configuration', **overrides)
 
 def create_cmah(name: str = 'cmah-tiny',  # a key of CMAH_CONFIGS
                 **overrides               # config fields to change, e.g. bits=32
@@ -621,19 +616,30 @@ def paper_recipes(scale, root) -> list:
                                   evals=(bench,)))
     return out
 
+def _run_cost(run_dir, train_s=None) -> dict:
+    "Cost report of a trained run, measured once and kept in `run_dir/cost.json` (so re-written tables are identical)."
+    import json
+    from pathlib import Path
+    from ibsr_nb.core import atomic_write_text
+    from ibsr_nb.data import load_benchmark
+    from ibsr_nb.train import load_trained
+    f = Path(run_dir)/'cost.json'
+    if f.exists(): return json.loads(f.read_text())
+    model, cfg = load_trained(run_dir)
+    rep = retrieval_model_report(model, load_benchmark(cfg.benchmark, quick=cfg.quick, seed=cfg.data_seed), None, train_s)
+    cost = {k: v for k, v in dataclasses.asdict(rep).items() if k != 'table'}
+    atomic_write_text(f, json.dumps(cost, indent=1, default=float))
+    return cost
+
 def efficiency_table(results: list, res: pd.DataFrame) -> pd.DataFrame:
     "Accuracy and cost per system and benchmark: the baselines' stored costs, ours measured from its pre-aligned L runs."
-    from ibsr_nb.data import load_benchmark
-    from ibsr_nb.train import load_trained, evaluate
     rows = []
     for r in results:
         t = r['tags']
         if r['kind'] in ('cmic', 'cmah'): cost, name = r['summary']['cost'], t['loss']
         elif t.get('experiment') == 'standard' and t.get('init') == 'pre-aligned' and t.get('backbone') == 'L' \
                 and t.get('benchmark') in ('pix3d-like', 'cars-like'):
-            model, cfg = load_trained(r['summary']['run_dir'])
-            rep = retrieval_model_report(model, load_benchmark(cfg.benchmark, quick=cfg.quick, seed=cfg.data_seed), None, r['summary'].get('seconds'))
-            cost, name = {k: v for k, v in dataclasses.asdict(rep).items() if k != 'table'}, f"ours: pre-aligned L + {t['loss']}"
+            cost, name = _run_cost(r['summary']['run_dir'], r['summary'].get('seconds')), f"ours: pre-aligned L + {t['loss']}"
         else: continue
         for bench, table in r['evals'].items():
             total = next(row for row in table if row['category'] == 'Total')

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
-from ..core import Config, set_seed, get_logger, progress
+from ..core import Config, set_seed, get_logger, progress, registry_config
 from ..render import color_transfer
 from ..data import DatasetError, load_cmic_split, load_cmic_renderings, load_image, load_mask
 from ..losses import cmic_losses
@@ -149,12 +149,7 @@ class CMIC(nn.Module):
 
 def cmic_config(name: str, **overrides) -> dict:
     "The config dict of `name` with `overrides` applied (unknown keys are an error)."
-    if name not in CMIC_CONFIGS: raise KeyError(f'unknown CMIC configuration {name!r}; known: {sorted(CMIC_CONFIGS)}')
-    cfg = copy.deepcopy(CMIC_CONFIGS[name])
-    bad = sorted(set(overrides) - set(cfg))
-    if bad: raise KeyError(f'{name}: unknown override(s) {bad}; valid: {sorted(cfg)}')
-    cfg.update(overrides)
-    return cfg
+    return registry_config(CMIC_CONFIGS, name, 'CMIC configuration', **overrides)
 
 def create_cmic(name: str = 'cmic-tiny',  # a key of CMIC_CONFIGS
                 **overrides               # config fields to change, e.g. z_dim=64

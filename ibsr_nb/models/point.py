@@ -8,6 +8,7 @@ import copy
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from ..core import registry_config
 
 # %% auto #0
 __all__ = ['POINT_CONFIGS', 'square_distance', 'index_points', 'farthest_point_sample', 'ball_query', 'knn_query', 'PointEncoder',
@@ -431,7 +432,7 @@ POINT_CONFIGS = {
                          preprocess=_pre(8192, 'y')),
     # CPU sizes (trained here; 1024 points, projection to the tiny CLIP width)
     'ppat-tiny-s': _ppat(128, 2, 2, 256, 48, 32, 0.35, 32, embed_dim=128, n_points=1024, dim_head=32, sa_hidden=(32, 32)),
-    'ppat-tiny-l': _ppat(160, 4, 4, 320, 96, 64, 0.3, 32, embed_dim=128, n_points=1024, dim_head=40, sa_hidden=(48, 64)),
+    'ppat-tiny-l': _ppat(160, 4, 4, 320, 96, 48, 0.3, 16, embed_dim=128, n_points=1024, dim_head=40, sa_hidden=(48, 64)),
     'ulip-pointbert-tiny': _bert(2, 6, 128, 1024, trans_dim=96, num_heads=2, group_size=16, num_group=64, encoder_dims=96,
                                  enc_hidden=(32, 64, 128), pos_hidden=32),
     'pn2-ssg-tiny': dict(arch='pn2-ssg', sa1=(128, 0.25, 16, (16, 16, 32)), sa2=(32, 0.5, 16, (32, 32, 64)),
@@ -443,13 +444,9 @@ _ARCHS = {'ppat': PPATEncoder, 'ulip-pointbert': ULIPPointBERTEncoder, 'pn2-ssg'
 
 def point_config(name: str, **overrides) -> dict:
     "The resolved configuration dict of `name` with `overrides` applied (unknown keys are an error)."
-    if name not in POINT_CONFIGS:
-        raise KeyError(f'unknown point encoder {name!r}; known: {sorted(POINT_CONFIGS)}')
-    cfg = copy.deepcopy(POINT_CONFIGS[name])
-    bad = sorted(set(overrides) - set(cfg))
-    if bad: raise KeyError(f'{name}: unknown override(s) {bad}; valid: {sorted(cfg)}')
-    if 'preprocess' in overrides: overrides = {**overrides, 'preprocess': {**cfg['preprocess'], **overrides['preprocess']}}
-    cfg.update(overrides)
+    if 'preprocess' in overrides and name in POINT_CONFIGS:     # partial preprocess overrides keep the other fields
+        overrides = {**overrides, 'preprocess': {**POINT_CONFIGS[name]['preprocess'], **overrides['preprocess']}}
+    cfg = registry_config(POINT_CONFIGS, name, 'point encoder', **overrides)
     if cfg['in_channels'] < 3: raise ValueError(f'{name}: in_channels must be >= 3 (xyz first), got {cfg["in_channels"]}')
     return cfg
 
