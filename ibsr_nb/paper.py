@@ -301,10 +301,12 @@ def table_standard(res: pd.DataFrame) -> pd.DataFrame:
     r = r.map(lambda v: '' if pd.isna(v) else f'{v:.1f}')
     r.index = pd.MultiIndex.from_tuples([('reported (paper, via digest)', ds, m) for ds, m in r.index], names=['source', 'benchmark', 'method'])
     from ibsr_nb.data import REAL_BENCHMARKS
-    d = res[((res['experiment'] == 'standard') & (res['init'] == 'pre-aligned') & (res['backbone'] == 'L')
-             & res['benchmark'].isin(['pix3d-like', 'cars-like', *REAL_BENCHMARKS])) | (res['experiment'] == 'baseline')]
+    std = (res['experiment'] == 'standard') & res['benchmark'].isin(['pix3d-like', 'cars-like', *REAL_BENCHMARKS])
+    d = res[(std & (((res['init'] == 'pre-aligned') & (res['backbone'] == 'L')) | (res['init'] == 'published')))
+            | (res['experiment'] == 'baseline')]
+    start = np.where(d['init'] == 'published', 'ours: published ' + d['backbone'].astype(str), 'ours: pre-aligned L')
     d = d.assign(method=np.where(d['experiment'] == 'baseline', d['loss'],
-                                 'ours: pre-aligned L + ' + d['loss'].map({'infonce': 'InfoNCE', 'hcl': 'HCL'}).fillna('')))
+                                 start + ' + ' + d['loss'].map({'infonce': 'InfoNCE', 'hcl': 'HCL'}).fillna('')))
     ours = summarise(d, ['benchmark', 'method'])
     ours.index = pd.MultiIndex.from_tuples([('ours (real data)' if b in REAL_BENCHMARKS else 'ours (procedural benchmark)', b, m)
                                             for b, m in ours.index], names=r.index.names)
@@ -442,7 +444,7 @@ def plot_vmf_density(betas=(0, 0.5, 1, 2, 4), dim: int = 128, temperature: float
 def plot_effects(res: pd.DataFrame, metric: str = 'acc@1'):
     "Fig. 4: instance retrieval per benchmark and backbone for pre-aligned vs scratch init, InfoNCE vs HCL (mean ± std)."
     import matplotlib.pyplot as plt
-    d = res[(res['experiment'] == 'standard') & (res['category'] == 'Total') & (res['metric'] == metric)]
+    d = res[(res['experiment'] == 'standard') & (res['category'] == 'Total') & (res['metric'] == metric) & res['backbone'].isin(['S', 'L'])]
     g = d.groupby(['benchmark', 'backbone', 'init', 'loss'])['value'].agg(['mean', 'std']).fillna(0) * 100
     groups = sorted({(b, k) for b, k, _, _ in g.index})
     bars = [('pre-aligned', 'infonce'), ('pre-aligned', 'hcl'), ('none', 'infonce'), ('none', 'hcl')]
@@ -538,8 +540,9 @@ def real_data_recipes(scale: PaperScale, root,
                       tower_weights=None     # {NAME: open_clip weights file} for the published checkpoints' towers
                      ) -> list[Recipe]:
     """The runs that real data and published checkpoints add: zero-shot evaluations of our pretraining runs on the
-    real benchmarks, the standard L fine-tunings (InfoNCE, HCL) on each, and zero-shot evaluations of each published
-    checkpoint on every benchmark."""
+    real benchmarks and the standard L fine-tunings (InfoNCE, HCL) on each; for each published checkpoint, its
+    zero-shot evaluation on every benchmark and the same fine-tunings started from it, with its own architecture and
+    open_clip tower, on the Pix3D-like and cars-like benchmarks and the real ones."""
     real = available_real_benchmarks(data_root)
     if data_root and not real:
         from ibsr_nb.data import REAL_BENCHMARKS, real_data_help
@@ -560,12 +563,24 @@ def real_data_recipes(scale: PaperScale, root,
                 out.append(Recipe(f'stan/{bench}/L/pre/{loss}/s{seed}', 'train', cfg,
                                   {**like.tags, 'benchmark': bench, 'loss': loss, 'beta': 'anneal-up' if loss == 'hcl' else ''},
                                   evals=(bench,), after=like.after))
+    from ibsr_nb.pretrained import get_spec
     for arg in checkpoints:
         name, path = parse_checkpoint(arg)
-        cfg = EvalConfig(f'{name}={path.resolve()}', (tower_weights or {}).get(name), scale.quick_data, 0, data_root)
-        out.append(Recipe(f'zero/published/{name}', 'eval', cfg,
+        spec, init, tw = get_spec(name), f'{name}={path.resolve()}', (tower_weights or {}).get(name)
+        if not spec.clip_model: raise ValueError(f'--checkpoint {name}: its image tower is not an open_clip model ({spec.clip_note})')
+        out.append(Recipe(f'zero/published/{name}', 'eval', EvalConfig(init, tw, scale.quick_data, 0, data_root),
                           dict(experiment='pretrain', corpus='published', backbone=name, init='pre-aligned', loss='', seed=0),
                           evals=BENCHES + tuple(real)))
+        for seed in scale.seeds:
+            for bench in ('pix3d-like', 'cars-like', *real):
+                like = base[f"stan/{bench if bench in BENCHES else _stand_in(bench)}/L/pre/infonce/s{seed}"]
+                for loss in ('infonce', 'hcl'):
+                    cfg = like.config.replace(benchmark=bench, loss=loss, point_encoder=spec.arch, tower=spec.clip_model,
+                                              tower_pretrained=tw or spec.clip_pretrained, init=init,
+                                              data_root=data_root if bench not in BENCHES else None)
+                    out.append(Recipe(f'stan/{bench}/{name}/published/{loss}/s{seed}', 'train', cfg,
+                                      {**like.tags, 'benchmark': bench, 'backbone': name, 'init': 'published', 'corpus': name,
+                                       'loss': loss, 'beta': 'anneal-up' if loss == 'hcl' else ''}, evals=(bench,)))
     return out
 
 def _stand_in(bench: str) -> str:

@@ -26,11 +26,12 @@ from .metrics import evaluate_retrieval
 __all__ = ['log', 'MODES', 'LOSSES', 'IMAGE_SOURCES', 'VAL_METRICS', 'CKPT_FORMAT', 'TrainConfig', 'ShapeBatchSampler', 'shard',
            'DistEnv', 'init_distributed', 'barrier', 'gather_features', 'grad_scaled', 'RetrievalModel',
            'towers_trainable', 'set_train_mode', 'rng_state', 'set_rng_state', 'load_checkpoint', 'resolve_checkpoint',
-           'load_part', 'load_init_weights', 'build_model', 'param_groups', 'WarmupCosine', 'make_optimizer', 'EvalSet',
-           'query_photos', 'make_eval_set', 'TrainData', 'fixed_subset', 'embed_points', 'embed_images',
-           'chance_levels', 'retrieval_scores', 'Run', 'run_device', 'build_run', 'next_batch', 'contrastive_loss',
-           'train_step', 'validate', 'run_state', 'load_run_state', 'MetricsLog', 'train', 'plot_training_curves',
-           'load_trained', 'evaluate', 'add_train_parser', 'add_evaluate_parser', 'main']
+           'load_part', 'published_init', 'load_published_init', 'load_init_weights', 'build_model', 'param_groups',
+           'WarmupCosine', 'make_optimizer', 'EvalSet', 'query_photos', 'make_eval_set', 'TrainData', 'fixed_subset',
+           'embed_points', 'embed_images', 'chance_levels', 'retrieval_scores', 'Run', 'run_device', 'build_run',
+           'next_batch', 'contrastive_loss', 'train_step', 'validate', 'run_state', 'load_run_state', 'MetricsLog',
+           'train', 'plot_training_curves', 'load_trained', 'evaluate', 'add_train_parser', 'add_evaluate_parser',
+           'main']
 
 # %% ../nbs/11_train.ipynb #a8ddb792
 log = get_logger('train')
@@ -53,7 +54,7 @@ class TrainConfig(Config):
     point_encoder: str = 'ppat-tiny-s'  # registry name in `ibsr_nb.models.point`
     tower: str = 'ibsr-tiny-vit-64'     # image/text tower name in `ibsr_nb.models.image`
     tower_pretrained: str | None = None # open_clip tag or weights file of the tower (None: random, or from `init`)
-    init: str | None = None             # pretraining run directory or checkpoint: the tower (+ point encoder in 'finetune')
+    init: str | None = None             # pretraining run directory or checkpoint: the tower (+ point encoder in 'finetune'); or NAME=PATH of a published checkpoint (point encoder only)
     train_towers: bool = True           # 'pretrain' only: train the image/text towers too (False for published CLIP weights)
     text_weight: float = 1.0            # 'pretrain': weight of the point-text term
     image_text_weight: float = 1.0      # 'pretrain' with trained towers: weight of the image-text CLIP term
@@ -270,8 +271,29 @@ def load_part(module: nn.Module, state: dict, prefix: str, where: str):
     try: module.load_state_dict(sub, strict=True)
     except RuntimeError as e: raise ValueError(f'{where}: {prefix} weights do not fit: {e}') from None
 
+def published_init(init) -> tuple[str, Path] | None:
+    "(registry name, file) when `init` is NAME=PATH of a published checkpoint (`ibsr_nb.pretrained.REGISTRY`), else None."
+    from ibsr_nb.pretrained import REGISTRY
+    name, sep, path = str(init or '').partition('=')
+    return (name, Path(path).expanduser()) if sep and name in REGISTRY else None
+
+def load_published_init(model: RetrievalModel, cfg: TrainConfig, name: str, path: Path) -> RetrievalModel:
+    "Load the point encoder of a published checkpoint (strictly, via `ibsr_nb.pretrained`); the tower comes from `tower_pretrained`."
+    from ibsr_nb.pretrained import get_spec, load_pretrained
+    if cfg.mode == 'scratch':
+        raise ConfigError(f"init {cfg.init!r}: a published checkpoint holds only a point encoder, which mode 'scratch' does not "
+                          "take; set `tower`/`tower_pretrained` for the tower instead")
+    spec = get_spec(name)
+    if spec.clip_model and cfg.tower != spec.clip_model:
+        log.warning(f"{name} was aligned to the open_clip tower {spec.clip_model}; this run uses {cfg.tower!r}, so it starts unaligned")
+    enc = load_pretrained(name, path, arch=cfg.point_encoder)
+    try: model.point_encoder.load_state_dict(enc.state_dict(), strict=True)
+    except RuntimeError as e: raise ValueError(f'{path}: {name} weights do not fit point encoder {cfg.point_encoder!r} of this run: {e}') from None
+    return model
+
 def load_init_weights(model: RetrievalModel, cfg: TrainConfig) -> RetrievalModel:
     "Load the tower (and in 'finetune'/'pretrain' the point encoder) from `cfg.init`; the temperature stays fresh."
+    if (pub := published_init(cfg.init)) is not None: return load_published_init(model, cfg, *pub)
     path = resolve_checkpoint(cfg.init)
     ck = load_checkpoint(path)
     src = ck['config']

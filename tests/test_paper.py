@@ -56,17 +56,45 @@ def test_second_call_trains_nothing_and_gives_identical_tables(smoke_real):
     assert r.returncode == 0, r.stderr[-3000:]
     for t in (out/'tables').glob('*.csv'): assert (again/'tables'/t.name).read_text() == t.read_text(), t.name
 
+def ibsr_here(*args, home: Path, monkeypatch, capsys):
+    "Run `ibsr` in this process (argument errors come before any heavy work, so no fresh interpreter is needed)."
+    from ibsr_nb.cli import main
+    monkeypatch.setenv('IBSR_HOME', str(home)); monkeypatch.delenv('IN_TEST', raising=False)
+    code = main([str(a) for a in args])
+    return code, capsys.readouterr().err
+
 @pytest.mark.parametrize('arg, message', [
     ('openshape-g14', 'expected NAME=PATH'),
     ('no-such-model=/tmp/x.pt', "unknown published encoder 'no-such-model'"),
     ('openshape-g14=/nonexistent/model.pt', '/nonexistent/model.pt: checkpoint file not found'),
 ])
-def test_checkpoint_argument_errors_come_first(tmp_path, arg, message):
-    r = ibsr('reproduce', '--smoke', '--checkpoint', arg, '--out', tmp_path/'out', home=tmp_path/'home', timeout=120)
-    assert r.returncode != 0 and message in r.stderr
+def test_checkpoint_argument_errors_come_first(tmp_path, monkeypatch, capsys, arg, message):
+    code, err = ibsr_here('reproduce', '--smoke', '--checkpoint', arg, '--out', tmp_path/'out', home=tmp_path/'home',
+                          monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 2 and message in err
     assert not (tmp_path/'home'/'paper').exists()                      # nothing was trained
 
-def test_data_root_without_datasets_says_what_to_put_where(tmp_path):
+def test_data_root_without_datasets_says_what_to_put_where(tmp_path, monkeypatch, capsys):
     (tmp_path/'empty').mkdir()
-    r = ibsr('reproduce', '--smoke', '--data-root', tmp_path/'empty', '--out', tmp_path/'out', home=tmp_path/'home', timeout=120)
-    assert r.returncode != 0 and 'no real benchmark found' in r.stderr and 'pix3d.json' in r.stderr
+    code, err = ibsr_here('reproduce', '--smoke', '--data-root', tmp_path/'empty', '--out', tmp_path/'out', home=tmp_path/'home',
+                          monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 2 and 'no real benchmark found' in err and 'pix3d.json' in err
+
+def test_published_checkpoint_recipes(tmp_path):
+    "--checkpoint adds a zero-shot evaluation and fine-tunings that start from the file, with its architecture and tower."
+    import torch
+    from ibsr_nb.paper import real_data_recipes, paper_scale
+    from ibsr_nb.pretrained import REGISTRY, save_in_published_layout
+    from ibsr_nb.models.point import create_point_encoder
+    spec = REGISTRY['openshape-g14']
+    f = save_in_published_layout(create_point_encoder(spec.tiny_arch), 'openshape-g14', tmp_path/'model.pt')
+    rs = {r.key: r for r in real_data_recipes(paper_scale('smoke'), tmp_path/'root', checkpoints=[f'openshape-g14={f}'],
+                                              tower_weights={'openshape-g14': '/w/bigg.bin'})}
+    assert rs['zero/published/openshape-g14'].evals == ('pix3d-like', 'cars-like', 'shape-centric')
+    ft = rs['stan/cars-like/openshape-g14/published/hcl/s0']
+    c = ft.config
+    assert (c.point_encoder, c.tower, c.tower_pretrained, c.init) == ('ppat-g14', 'ViT-bigG-14', '/w/bigg.bin', f'openshape-g14={f.resolve()}')
+    assert c.loss == 'hcl' and c.mode == 'finetune' and ft.after == () and ft.tags['init'] == 'published'
+    assert len([k for k in rs if k.startswith('stan/')]) == 4                  # pix3d-like, cars-like x InfoNCE, HCL
+    with pytest.raises(ValueError, match='not an open_clip model'):
+        real_data_recipes(paper_scale('smoke'), tmp_path/'root', checkpoints=[f'ulip1-pointbert={f}'])

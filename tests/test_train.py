@@ -133,3 +133,24 @@ def test_cli_parsers(straight, tmp_path, capsys):
     assert "unknown key(s) ['learning_rate']" in capsys.readouterr().err
     assert main(['--resume', str(tmp_path/'nothing')]) == 2
     assert 'nothing to resume' in capsys.readouterr().err
+
+def test_finetune_from_a_published_checkpoint(tmp_path, caplog):
+    "`init: NAME=PATH` starts the point encoder from a file in a published layout (here G14's, at the tiny size)."
+    from ibsr_nb.models.point import create_point_encoder
+    from ibsr_nb.pretrained import save_in_published_layout, CheckpointError
+    from ibsr_nb.train import build_model
+    from ibsr_nb.core import ConfigError
+    torch.manual_seed(7)
+    enc = create_point_encoder('ppat-tiny-s', embed_dim=128)
+    f = save_in_published_layout(enc, 'openshape-g14', tmp_path/'model.pt')
+    cfg = tiny(mode='finetune', init=f'openshape-g14={f}', steps=2, eval_every=2)
+    import logging
+    ours = logging.getLogger('ibsr_nb'); ours.addHandler(caplog.handler)   # our loggers do not propagate to the root
+    try: model = build_model(cfg)
+    finally: ours.removeHandler(caplog.handler)
+    for (k, a), b in zip(model.point_encoder.state_dict().items(), enc.state_dict().values()): assert torch.equal(a, b), k
+    assert 'aligned to the open_clip tower ViT-bigG-14' in caplog.text       # the tiny tower is not G14's: said, not hidden
+    assert train(cfg, tmp_path/'run')['completed']
+    with pytest.raises(CheckpointError, match='model.pt: does not match'): build_model(cfg.replace(point_encoder='ppat-tiny-l'))
+    with pytest.raises(ConfigError, match="mode 'scratch' does not take"): build_model(cfg.replace(mode='scratch'))
+    with pytest.raises(FileNotFoundError, match='missing.pt'): build_model(cfg.replace(init=f'openshape-g14={tmp_path}/missing.pt'))
