@@ -499,26 +499,28 @@ class EvalConfig(Config):
     data_root: str | None = None       # folder of the real datasets (`ibsr_nb.data.REAL_BENCHMARKS`)
 
 def parse_checkpoint(arg: str) -> tuple[str, Path]:
-    "'NAME=PATH' of a published checkpoint -> (registry name, file); errors say what is wrong."
+    "'NAME=PATH' of a published checkpoint (as `TrainConfig.init` reads it) -> (registry name, file); errors say what is wrong."
     from ibsr_nb.pretrained import REGISTRY
-    name, sep, path = str(arg).partition('=')
-    if not sep or not path: raise ValueError(f'--checkpoint {arg!r}: expected NAME=PATH with NAME one of {sorted(REGISTRY)}')
-    if name not in REGISTRY: raise ValueError(f'--checkpoint {arg!r}: unknown published encoder {name!r}; known: {sorted(REGISTRY)}')
-    p = Path(path).expanduser()
+    from ibsr_nb.train import published_init
+    pub = published_init(arg)
+    if pub is None or not str(pub[1]).strip('.'):
+        name, sep, _ = str(arg).partition('=')
+        if sep and name not in REGISTRY: raise ValueError(f'--checkpoint {arg!r}: unknown published encoder {name!r}; known: {sorted(REGISTRY)}')
+        raise ValueError(f'--checkpoint {arg!r}: expected NAME=PATH with NAME one of {sorted(REGISTRY)}')
+    name, p = pub
     if not p.is_file(): raise FileNotFoundError(f'{p}: checkpoint file not found (--checkpoint {name}=...; published as {REGISTRY[name].source})')
     return name, p
 
 def published_model(name: str, path, tower_weights=None):
-    "A `RetrievalModel` of published point encoder `name` (weights from `path`) and its matching open_clip tower."
-    from ibsr_nb.pretrained import get_spec, load_pretrained
-    from ibsr_nb.models.image import create_tower
-    from ibsr_nb.losses import LogitScale
-    from ibsr_nb.train import RetrievalModel
+    "A `RetrievalModel` of published point encoder `name` (weights from `path`) and its matching open_clip tower, built as a fine-tuning run would start."
+    from ibsr_nb.pretrained import get_spec
+    from ibsr_nb.train import build_model
     spec = get_spec(name)
     if not spec.clip_model:
         raise ValueError(f'{name}: its image tower is not an open_clip model ({spec.clip_note}); it cannot be evaluated here')
-    tower = create_tower(spec.clip_model, pretrained=tower_weights or spec.clip_pretrained, frozen=True)
-    return RetrievalModel(load_pretrained(name, path), tower, LogitScale(1 / 0.07)).eval()
+    cfg = TrainConfig(mode='finetune', point_encoder=spec.arch, tower=spec.clip_model, init=f'{name}={path}',
+                      tower_pretrained=str(tower_weights) if tower_weights else spec.clip_pretrained)
+    return build_model(cfg).eval()
 
 def _eval_runner(recipe: Recipe, run_dir: Path) -> dict:
     cfg = recipe.config

@@ -98,3 +98,20 @@ def test_published_checkpoint_recipes(tmp_path):
     assert len([k for k in rs if k.startswith('stan/')]) == 4                  # pix3d-like, cars-like x InfoNCE, HCL
     with pytest.raises(ValueError, match='not an open_clip model'):
         real_data_recipes(paper_scale('smoke'), tmp_path/'root', checkpoints=[f'ulip1-pointbert={f}'])
+
+@pytest.mark.skipif(os.environ.get('IBSR_QUICK', '1') != '0', reason='full-size encoder and ViT-B-32 tower (~450 MB of files, ~1 min); run with IBSR_QUICK=0')
+def test_published_model_evaluates_zero_shot(tmp_path):
+    "A full-size OpenShape B32 file in its published layout + a ViT-B-32 weights file: the `eval` recipes' model."
+    import torch, open_clip
+    from ibsr_nb.paper import published_model
+    from ibsr_nb.train import evaluate
+    from ibsr_nb.models.point import create_point_encoder
+    from ibsr_nb.pretrained import save_in_published_layout
+    torch.manual_seed(0)
+    enc = create_point_encoder('ppat-b32')
+    f = save_in_published_layout(enc, 'openshape-b32', tmp_path/'model.pt')
+    torch.save(open_clip.create_model('ViT-B-32', pretrained=None, force_quick_gelu=True).state_dict(), tmp_path/'vitb32.bin')
+    model = published_model('openshape-b32', f, tower_weights=tmp_path/'vitb32.bin')
+    for a, b in zip(model.point_encoder.state_dict().values(), enc.state_dict().values()): assert torch.equal(a, b)
+    total = evaluate(model, 'pix3d-like', quick=True).loc['Total']
+    assert total['n_queries'] == 70 and 0 <= total['acc@1'] <= 1
