@@ -19,7 +19,8 @@ Mode 'scratch' is used so the benchmark needs no pretraining run: it is exactly 
 """
 import argparse, time
 from ibsr_nb.core import configure_threads
-from ibsr_nb.train import TrainConfig, build_run, train_step
+from ibsr_nb.model import TrainConfig
+from ibsr_nb.train import build_run, train_step
 
 def measure(cfg: TrainConfig, steps: int, warmup: int = 2) -> dict:
     "Build a run and time `steps` optimiser steps after `warmup` ones."

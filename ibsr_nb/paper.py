@@ -13,16 +13,22 @@ import torch
 from .core import (Config, ConfigError, is_quick, ibsr_home, progress, get_logger, atomic_write_text,
                           environment_report, configure_threads)
 from .losses import BetaSchedule
-from .train import TrainConfig, train, evaluate
+from .data import load_benchmark
+from .pretrained import REGISTRY, get_spec
+from .model import TrainConfig, build_model, load_trained, published_init
+from .train import train, evaluate, make_eval_set, fixed_subset
+from .search import embed_points, embed_images
+from .viz import retrieval_grid
+from .baselines.cmah import BaselineRunConfig, run_baseline, retrieval_model_report
 
 # %% auto #0
-__all__ = ['SCALE_PRESETS', 'BENCHES', 'ANNEAL_UP', 'RUNNERS', 'METRICS', 'QUALITATIVE_RUNS', 'TABLES', 'RECIPE_HOOKS',
-           'EXTRA_TABLES', 'PaperScale', 'paper_scale', 'Recipe', 'recipes', 'run_recipe', 'paper_jobs', 'run_all',
-           'tidy_results', 'reported_results', 'mean_std', 'summarise', 'to_markdown', 'to_latex', 'write_table',
-           'table_zero_shot', 'table_standard', 'table_hcl', 'table_beta', 'chance_levels', 'findings', 'plot_pipeline',
+__all__ = ['SCALE_PRESETS', 'BENCHES', 'ANNEAL_UP', 'RUNNERS', 'METRICS', 'QUALITATIVE_RUNS', 'EXTRA_TABLES', 'TABLES',
+           'PaperScale', 'paper_scale', 'Recipe', 'recipes', 'run_recipe', 'paper_jobs', 'run_all', 'tidy_results',
+           'reported_results', 'mean_std', 'summarise', 'to_markdown', 'to_latex', 'write_table', 'table_zero_shot',
+           'table_standard', 'table_hcl', 'table_beta', 'chance_levels', 'findings', 'plot_pipeline',
            'plot_vmf_density', 'plot_effects', 'plot_qualitative', 'EvalConfig', 'parse_checkpoint', 'published_model',
-           'available_real_benchmarks', 'real_data_recipes', 'reproduce', 'register_baselines', 'all_recipes',
-           'paper_results', 'add_reproduce_parser']
+           'available_real_benchmarks', 'real_data_recipes', 'baseline_recipes', 'efficiency_table', 'reproduce',
+           'all_recipes', 'paper_results', 'add_reproduce_parser']
 
 # %% ../nbs/20_paper.ipynb #ff97ac63
 @dataclass
@@ -124,7 +130,7 @@ def _train_runner(recipe: Recipe, run_dir: Path) -> dict:
     evals = {b: evaluate(run_dir, b, quick=recipe.config.quick, data_seed=recipe.config.data_seed) for b in recipe.evals}
     return {'summary': summary, 'evals': evals}
 
-RUNNERS = {'train': _train_runner}     # the baselines notebooks register 'cmic' and 'cmah'
+RUNNERS = {'train': _train_runner}     # 'eval' and the baselines' 'cmic' and 'cmah' join below
 
 def run_recipe(recipe: Recipe, root) -> dict:
     "Train/evaluate `recipe` under `root` unless its results exist; return its results (summary + per-benchmark tables)."
@@ -152,7 +158,6 @@ def paper_jobs(jobs: int | None = None) -> tuple[int, int]:
 def _worker_init(threads: int):
     os.environ['IBSR_PROGRESS'] = '0'          # one overall bar in the parent, no interleaved per-run bars
     configure_threads(threads)
-    register_baselines()                        # a spawned worker starts with only the 'train' runner
 
 def _critical_first(recipes_: list[Recipe]) -> dict:
     "Order key of each recipe: those with more (transitive) dependents first, then the given order."
@@ -467,9 +472,6 @@ QUALITATIVE_RUNS = (('zero-shot (pre-aligned L)', 'pre/ensembled/L/s0'),
 def plot_qualitative(recipes_: list[Recipe], root, benchmark: str = 'pix3d-like', query: int = 0, k: int = 5,
                      runs=QUALITATIVE_RUNS):
     "Fig. 5: the `query`-th test photo of `benchmark` and its top-k shapes under each run (hits green, misses red)."
-    from ibsr_nb.data import load_benchmark
-    from ibsr_nb.train import load_trained, make_eval_set, embed_points, embed_images, fixed_subset
-    from ibsr_nb.viz import retrieval_grid
     by_key = {r.key: r for r in recipes_}
     missing = [key for _, key in runs if key not in by_key]
     if missing: raise ValueError(f'plot_qualitative: no recipe {missing}')
@@ -500,8 +502,6 @@ class EvalConfig(Config):
 
 def parse_checkpoint(arg: str) -> tuple[str, Path]:
     "'NAME=PATH' of a published checkpoint (as `TrainConfig.init` reads it) -> (registry name, file); errors say what is wrong."
-    from ibsr_nb.pretrained import REGISTRY
-    from ibsr_nb.train import published_init
     pub = published_init(arg)
     if pub is None or not str(pub[1]).strip('.'):
         name, sep, _ = str(arg).partition('=')
@@ -513,8 +513,6 @@ def parse_checkpoint(arg: str) -> tuple[str, Path]:
 
 def published_model(name: str, path, tower_weights=None):
     "A `RetrievalModel` of published point encoder `name` (weights from `path`) and its matching open_clip tower, built as a fine-tuning run would start."
-    from ibsr_nb.pretrained import get_spec
-    from ibsr_nb.train import build_model
     spec = get_spec(name)
     if not spec.clip_model:
         raise ValueError(f'{name}: its image tower is not an open_clip model ({spec.clip_note}); it cannot be evaluated here')
@@ -589,6 +587,53 @@ def _stand_in(bench: str) -> str:
     from ibsr_nb.data import REAL_BENCHMARKS
     return REAL_BENCHMARKS[bench].stand_in
 
+# %% ../nbs/20_paper.ipynb #3b69f51f
+def baseline_recipes(scale: PaperScale, root) -> list[Recipe]:
+    "The baseline runs of the paper's experiments at `scale` : CMIC and CMAH per seed and benchmark."
+    out = []
+    for seed in scale.seeds:
+        for bench in ('pix3d-like', 'cars-like'):
+            for method, model, label in (('cmic', 'cmic-tiny', 'CMIC (re-implementation, tiny)'), ('cmah', 'cmah-tiny', 'CMAH 64-bit (re-implementation, tiny)')):
+                cfg = BaselineRunConfig(method=method, model=model, benchmark=bench, quick=scale.quick_data,
+                                        steps=scale.baseline_steps, seed=seed)
+                out.append(Recipe(f'base/{bench}/{method}/s{seed}', method, cfg,
+                                  dict(experiment='baseline', benchmark=bench, backbone='', init='none', loss=label, seed=seed),
+                                  evals=(bench,)))
+    return out
+
+def _run_cost(run_dir, train_s=None) -> dict:
+    "Cost report of a trained run, measured once and kept in `run_dir/cost.json` (so re-written tables are identical)."
+    f = Path(run_dir)/'cost.json'
+    if f.exists(): return json.loads(f.read_text())
+    model, cfg = load_trained(run_dir)
+    rep = retrieval_model_report(model, load_benchmark(cfg.benchmark, quick=cfg.quick, seed=cfg.data_seed), None, train_s)
+    cost = {k: v for k, v in dataclasses.asdict(rep).items() if k != 'table'}
+    atomic_write_text(f, json.dumps(cost, indent=1, default=float))
+    return cost
+
+def efficiency_table(results: list, res: pd.DataFrame) -> pd.DataFrame:
+    "Accuracy and cost per system and benchmark: the baselines' stored costs, ours measured from its pre-aligned L runs."
+    rows = []
+    for r in results:
+        t = r['tags']
+        if r['kind'] in ('cmic', 'cmah'): cost, name = r['summary']['cost'], t['loss']
+        elif t.get('experiment') == 'standard' and t.get('init') == 'pre-aligned' and t.get('backbone') == 'L' \
+                and t.get('benchmark') in ('pix3d-like', 'cars-like'):
+            cost, name = _run_cost(r['summary']['run_dir'], r['summary'].get('seconds')), f"ours: pre-aligned L + {t['loss']}"
+        else: continue
+        for bench, table in r['evals'].items():
+            total = next(row for row in table if row['category'] == 'Total')
+            rows.append({'benchmark': bench, 'system': name, 'seed': t.get('seed'), **{m: total[m] for m in ('acc@1', 'acc@10', 'map@10')},
+                         'params at retrieval (M)': cost['params_retrieval'] / 1e6, 'bytes/shape': cost['bytes_per_shape'],
+                         'search µs/query (10k shapes)': 1000 * cost['search_ms_large'], 'train s': cost.get('train_s')})
+    if not rows: return pd.DataFrame()
+    return pd.DataFrame(rows).groupby(['benchmark', 'system'], sort=False).mean(numeric_only=True).drop(columns='seed').round(4)
+
+EXTRA_TABLES = {'efficiency': (efficiency_table, 'Accuracy and cost of one embedding per shape (ours) vs CMIC (12 views, '
+                                'query-conditioned attention) vs CMAH (binary codes): retrieval parameters, bytes stored per shape, '
+                                'search time per query against 10,000 shapes, training time.')}   # tables that need the raw results too
+RUNNERS['cmic'] = RUNNERS['cmah'] = lambda recipe, run_dir: run_baseline(recipe.config, run_dir)
+
 # %% ../nbs/20_paper.ipynb #fa037eed
 TABLES = {
     'table1_zero_shot': (table_zero_shot, 'Zero-shot IBSR (instance retrieval on test queries, %): pretraining corpus × point backbone, no training on the benchmark.'),
@@ -644,17 +689,9 @@ def reproduce(scale: str = 'quick',     # 'quick' (CPU, minutes), 'full' (GPU or
     atomic_write_text(out/'README.md', '\n'.join(lines) + '\n')
     return out
 
-RECIPE_HOOKS: list = []     # functions (scale, root) -> [Recipe]; the baselines register theirs here
-
-def register_baselines():
-    "Import the CMIC/CMAH baselines so that their runners, recipes and efficiency table join the paper's (idempotent)."
-    from ibsr_nb.baselines.cmah import register_paper_hooks
-    register_paper_hooks()
-
 def all_recipes(sc: PaperScale, root, data_root=None, checkpoints=(), tower_weights=None) -> list[Recipe]:
-    "The paper's recipes, those of the registered hooks (the baselines), and those of real data / published checkpoints."
-    register_baselines()
-    return (recipes(sc, root) + [r for hook in RECIPE_HOOKS for r in hook(sc, root)]
+    "The paper's recipes, the baselines' and those of real data / published checkpoints."
+    return (recipes(sc, root) + baseline_recipes(sc, root)
             + real_data_recipes(sc, root, data_root, checkpoints, tower_weights))
 
 def paper_results(scale: str | None = None, jobs: int | None = None, data_root=None, checkpoints=(),
@@ -663,7 +700,7 @@ def paper_results(scale: str | None = None, jobs: int | None = None, data_root=N
     sc = paper_scale(scale); root = ibsr_home('paper', sc.name)
     rs = all_recipes(sc, root, data_root or os.environ.get('IBSR_DATA_ROOT'), checkpoints, tower_weights)
     return sc, root, rs, tidy_results(run_all(rs, root, desc=f'paper runs ({sc.name})', jobs=jobs))
-EXTRA_TABLES: dict = {}     # name -> (function(results, tidy) -> DataFrame, caption); e.g. the efficiency table
+
 
 # %% ../nbs/20_paper.ipynb #d6376f09
 def add_reproduce_parser(p):

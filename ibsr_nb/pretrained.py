@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 from .core import Config, atomic_torch_save
-from .models.point import POINT_CONFIGS, PointEncoder, create_point_encoder, _ARCHS
+from .models.point import POINT_CONFIGS, PointEncoder, create_point_encoder
 
 # %% auto #0
 __all__ = ['OPENAI_MEAN', 'OPENAI_STD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'REGISTRY', 'PretrainedSpec', 'get_spec',
@@ -255,8 +255,9 @@ def save_in_published_layout(encoder: PointEncoder,     # the encoder to write
                             ) -> Path:
     "Write `encoder` with the exact container and key prefixes of the published `name` file."
     spec = get_spec(name)
-    if type(encoder) is not _ARCHS[POINT_CONFIGS[spec.arch]['arch']]:
-        raise ValueError(f'{spec.name}: the {spec.layout} layout holds a {_ARCHS[POINT_CONFIGS[spec.arch]["arch"]].__name__}, '
+    with torch.device('meta'): want = type(create_point_encoder(spec.arch))
+    if type(encoder) is not want:
+        raise ValueError(f'{spec.name}: the {spec.layout} layout holds a {want.__name__}, '
                          f'got {type(encoder).__name__}')
     bad = sorted(set(extra) - _TOP_LEVEL_EXTRAS)
     if bad: raise ValueError(f'{spec.name}: unknown top-level entries {bad}; allowed: {sorted(_TOP_LEVEL_EXTRAS)}')

@@ -17,134 +17,21 @@ from .core import (Config, ConfigError, set_seed, default_device, configure_thre
                           atomic_torch_save, atomic_write_text, environment_report)
 from .data import load_benchmark
 from .pointclouds import augment_points, convert_up_axis
-from .models.point import create_point_encoder
-from .models.image import create_tower, encode_images_cached
-from .losses import LogitScale, info_nce, clip_loss_trimodal, hcl_multimodal, BetaSchedule
+from .losses import info_nce, clip_loss_trimodal, hcl_multimodal
 from .metrics import evaluate_retrieval
+from .model import (MODES, LOSSES, IMAGE_SOURCES, VAL_METRICS, CKPT_FORMAT, TrainConfig, ShapeBatchSampler, shard,
+                           RetrievalModel, towers_trainable, set_train_mode, rng_state, set_rng_state, load_checkpoint,
+                           resolve_checkpoint, build_model, make_optimizer, load_trained)
+from .search import embed_points, embed_images
 
 # %% auto #0
-__all__ = ['log', 'MODES', 'LOSSES', 'IMAGE_SOURCES', 'VAL_METRICS', 'CKPT_FORMAT', 'TrainConfig', 'ShapeBatchSampler', 'shard',
-           'DistEnv', 'init_distributed', 'barrier', 'gather_features', 'grad_scaled', 'RetrievalModel',
-           'towers_trainable', 'set_train_mode', 'rng_state', 'set_rng_state', 'load_checkpoint', 'resolve_checkpoint',
-           'load_part', 'published_init', 'load_published_init', 'load_init_weights', 'build_model', 'param_groups',
-           'WarmupCosine', 'make_optimizer', 'EvalSet', 'query_photos', 'make_eval_set', 'TrainData', 'fixed_subset',
-           'embed_points', 'embed_images', 'chance_levels', 'retrieval_scores', 'Run', 'run_device', 'build_run',
-           'next_batch', 'contrastive_loss', 'train_step', 'validate', 'run_state', 'load_run_state', 'MetricsLog',
-           'train', 'plot_training_curves', 'load_trained', 'evaluate', 'add_train_parser', 'add_evaluate_parser',
-           'main']
+__all__ = ['log', 'DistEnv', 'init_distributed', 'barrier', 'gather_features', 'grad_scaled', 'EvalSet', 'query_photos',
+           'make_eval_set', 'TrainData', 'fixed_subset', 'chance_levels', 'retrieval_scores', 'Run', 'run_device',
+           'build_run', 'next_batch', 'contrastive_loss', 'train_step', 'validate', 'run_state', 'load_run_state',
+           'MetricsLog', 'train', 'plot_training_curves', 'evaluate']
 
 # %% ../nbs/11_train.ipynb #a8ddb792
 log = get_logger('train')
-
-# %% ../nbs/11_train.ipynb #33201843
-MODES = ('pretrain', 'finetune', 'scratch')
-LOSSES = ('infonce', 'hcl')
-IMAGE_SOURCES = ('views', 'queries', 'both')
-VAL_METRICS = ('acc@1', 'acc@10', 'cat_acc', 'map@10')
-
-@dataclass
-class TrainConfig(Config):
-    "A training run: data, models, loss, optimisation and bookkeeping (saved as the run's `config.yaml`)."
-    mode: str = 'finetune'              # 'pretrain' | 'finetune' | 'scratch' (see the table above)
-    benchmark: str = 'pix3d-like'       # training data: an IBSR benchmark, a real one (`REAL_BENCHMARKS`) or a pretraining corpus of `ibsr_nb.data`
-    val_benchmark: str | None = None    # validation queries come from this benchmark (None: `benchmark`)
-    quick: bool | None = None           # benchmark size (None: follow quick mode)
-    data_seed: int = 0                  # generator seed of the benchmark(s)
-    data_root: str | None = None        # folder of the real datasets (pix3d, stanford-cars, comp-cars); None: $IBSR_DATA_ROOT
-    point_encoder: str = 'ppat-tiny-s'  # registry name in `ibsr_nb.models.point`
-    tower: str = 'ibsr-tiny-vit-64'     # image/text tower name in `ibsr_nb.models.image`
-    tower_pretrained: str | None = None # open_clip tag or weights file of the tower (None: random, or from `init`)
-    init: str | None = None             # pretraining run directory or checkpoint: the tower (+ point encoder in 'finetune'); or NAME=PATH of a published checkpoint (point encoder only)
-    train_towers: bool = True           # 'pretrain' only: train the image/text towers too (False for published CLIP weights)
-    text_weight: float = 1.0            # 'pretrain': weight of the point-text term
-    image_text_weight: float = 1.0      # 'pretrain' with trained towers: weight of the image-text CLIP term
-    freeze_token_embedding: bool = True # trained towers: keep the text token table fixed (most of a tiny tower's weights)
-    image_source: str = 'views'         # image partners: the shape's 12 rendered 'views' (paper), train 'queries', or 'both'
-    mask_background: bool = True        # photos composited onto the renders' white background with their masks
-    val_fraction: float = 0.25          # share of train queries held out for validation when queries are also partners
-    loss: str = 'infonce'               # 'infonce' or 'hcl' (multi-modal hard contrastive loss)
-    beta: BetaSchedule = field(default_factory=BetaSchedule)  # HCL hardness β over training
-    tau_plus: float = 0.0               # HCL class prior τ⁺ (0: no debiasing)
-    beta_on: str = 'logits'             # HCL weights e^{β s/τ} ('logits', as HCL's code) or e^{β s} ('cosine')
-    logit_scale_init: float = 1/0.07    # the temperature is re-initialised at the start of every run (paper)
-    steps: int = 300                    # optimiser steps
-    batch_size: int = 32                # global batch of distinct shapes (split evenly across ranks)
-    lr: float = 1e-3                    # peak learning rate
-    weight_decay: float = 0.05          # AdamW decay of matrices (not of biases, norms, tokens, the logit scale)
-    warmup_steps: int = 30              # linear warmup, then cosine decay
-    min_lr_ratio: float = 0.0           # floor of the cosine, as a fraction of `lr`
-    grad_clip: float = 1.0              # maximum global gradient norm (0: no clipping)
-    amp: bool = True                    # bf16 autocast on CUDA (ignored on CPU)
-    n_points: int | None = None         # points per shape fed to the encoder (None: all stored points)
-    augment: bool = True                # point augmentation during training
-    freeze_bn: bool = False             # BatchNorm layers in eval mode (running statistics fixed)
-    cache_image_embeddings: bool = True # frozen tower: embed every training image once and reuse it (paper)
-    eval_every: int = 100               # validate every N steps (and after the last)
-    log_every: int = 10                 # one metrics.csv row every N steps
-    save_every: int = 100               # checkpoint every N steps (and after the last)
-    select_metric: str = 'acc@1'        # validation metric (Total row) that picks `best.pt` (ties: higher mAP@10)
-    seed: int = 0                       # model init, data order, augmentation
-    device: str | None = None           # None: `default_device()`
-
-    def to_dict(self) -> dict:
-        "As `Config.to_dict`, without `data_root` when it is unset: configs of generated benchmarks keep their hashes."
-        d = super().to_dict()
-        if d['data_root'] is None: del d['data_root']
-        return d
-
-    def validate(self, where: str = 'config') -> TrainConfig:
-        "Raise `ConfigError` naming the first invalid field; return self."
-        def bad(msg): raise ConfigError(f'{where}: {msg}')
-        if self.mode not in MODES: bad(f'mode must be one of {MODES}, got {self.mode!r}')
-        if self.loss not in LOSSES: bad(f'loss must be one of {LOSSES}, got {self.loss!r}')
-        if self.image_source not in IMAGE_SOURCES: bad(f'image_source must be one of {IMAGE_SOURCES}, got {self.image_source!r}')
-        if self.select_metric not in VAL_METRICS: bad(f'select_metric must be one of {VAL_METRICS}, got {self.select_metric!r}')
-        for k in ('steps', 'eval_every', 'log_every', 'save_every'):
-            if getattr(self, k) < 1: bad(f'{k} must be >= 1, got {getattr(self, k)}')
-        if self.batch_size < 2: bad(f'batch_size must be >= 2 (contrastive losses need negatives), got {self.batch_size}')
-        if not 0 < self.val_fraction < 1: bad(f'val_fraction must be in (0, 1), got {self.val_fraction}')
-        if self.lr <= 0 or self.weight_decay < 0 or self.grad_clip < 0: bad('lr must be > 0, weight_decay and grad_clip >= 0')
-        if not 0 <= self.tau_plus < 1: bad(f'tau_plus must be in [0, 1), got {self.tau_plus}')
-        if self.beta_on not in ('logits', 'cosine'): bad(f"beta_on must be 'logits' or 'cosine', got {self.beta_on!r}")
-        if self.data_root is not None and not Path(self.data_root).expanduser().is_dir(): bad(f'data_root {self.data_root!r} is not a directory')
-        if self.mode == 'finetune' and not self.init:
-            bad("mode 'finetune' needs `init` (a pretraining run directory or checkpoint); "
-                "use mode 'scratch' to start the point encoder from random weights")
-        return self
-
-# %% ../nbs/11_train.ipynb #a2a262cd
-class ShapeBatchSampler:
-    "Endless batches of distinct indices in `range(n)`: seeded permutations cut into `batch_size` pieces."
-    def __init__(self, n: int, batch_size: int, seed: int = 0):
-        if not 2 <= batch_size <= n: raise ValueError(f'batch_size {batch_size} needs 2 <= batch_size <= {n} (the number of training shapes)')
-        self.n, self.batch_size = n, batch_size
-        self.generator = torch.Generator().manual_seed(seed)
-        self.perm, self.cursor, self.epoch = torch.empty(0, dtype=torch.long), 0, -1
-
-    @property
-    def steps_per_epoch(self) -> int: return self.n // self.batch_size
-
-    def next(self) -> torch.Tensor:
-        "The next global batch, a LongTensor (batch_size,) of distinct indices."
-        if self.cursor + self.batch_size > len(self.perm):
-            self.perm, self.cursor, self.epoch = torch.randperm(self.n, generator=self.generator), 0, self.epoch + 1
-        b = self.perm[self.cursor:self.cursor + self.batch_size]
-        self.cursor += self.batch_size
-        return b
-
-    def state_dict(self) -> dict:
-        return {'generator': self.generator.get_state(), 'perm': self.perm.clone(), 'cursor': self.cursor, 'epoch': self.epoch}
-
-    def load_state_dict(self, sd: dict):
-        self.generator.set_state(sd['generator']); self.perm = sd['perm'].clone()
-        self.cursor, self.epoch = int(sd['cursor']), int(sd['epoch'])
-
-def shard(x, rank: int, world_size: int):
-    "This rank's contiguous slice of a global batch (a tensor or a list); the batch must divide evenly."
-    n = len(x)
-    if n % world_size: raise ValueError(f'a global batch of {n} does not split evenly over {world_size} ranks')
-    k = n // world_size
-    return x[rank * k:(rank + 1) * k]
 
 # %% ../nbs/11_train.ipynb #ac4e7643
 @dataclass
@@ -189,157 +76,6 @@ def gather_features(x: torch.Tensor,   # (b, D) this rank's features
 def grad_scaled(x: torch.Tensor, factor: float) -> torch.Tensor:
     "`x` with its value unchanged and its gradient multiplied by `factor`."
     return x if factor == 1 else x * factor + x.detach() * (1 - factor)
-
-# %% ../nbs/11_train.ipynb #d7a65422
-class RetrievalModel(nn.Module):
-    "Point encoder, image/text tower and learnable temperature of a run; `forward` returns L2-normalised float32 features."
-    def __init__(self, point_encoder: nn.Module, tower: nn.Module, logit_scale: LogitScale):
-        super().__init__()
-        self.point_encoder, self.tower, self.logit_scale = point_encoder, tower, logit_scale
-
-    def forward(self, points=None, images=None, texts=None) -> dict:
-        "Features of whatever is given: points (B,N,C) -> f_p, normalised images (B,3,S,S) -> f_i, texts -> f_t."
-        out = {'logit_scale': self.logit_scale()}
-        if points is not None: out['f_p'] = F.normalize(self.point_encoder.encode(points).float(), dim=-1)
-        if images is not None: out['f_i'] = F.normalize(self.tower.encode_image(images).float(), dim=-1)
-        if texts is not None: out['f_t'] = F.normalize(self.tower.encode_text(list(texts)).float(), dim=-1)
-        return out
-
-def towers_trainable(cfg: TrainConfig) -> bool:
-    "Whether the image/text tower learns in this run."
-    return cfg.mode == 'pretrain' and cfg.train_towers
-
-def set_train_mode(model: RetrievalModel, cfg: TrainConfig) -> RetrievalModel:
-    "Training mode for the trainable parts; the frozen tower and (with `freeze_bn`) BatchNorm layers stay in eval mode."
-    model.train()
-    if not towers_trainable(cfg): model.tower.eval()
-    if cfg.freeze_bn:
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
-    return model
-
-# %% ../nbs/11_train.ipynb #7c0ceec6
-CKPT_FORMAT = 'ibsr_nb.train/1'
-
-def rng_state() -> dict:
-    "Python, NumPy, torch (and CUDA) RNG states as tensors and numbers (loadable with weights_only=True)."
-    py = random.getstate()                           # (version, tuple of 625 ints, gauss_next)
-    _, keys, pos, has_gauss, cached = np.random.get_state()
-    st = {'python': {'version': py[0], 'state': torch.tensor(py[1], dtype=torch.int64), 'gauss_next': py[2]},
-          'numpy': {'keys': torch.from_numpy(keys.astype(np.int64)), 'pos': int(pos), 'has_gauss': int(has_gauss),
-                    'cached_gaussian': float(cached)},
-          'torch': torch.get_rng_state()}
-    if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
-    return st
-
-def set_rng_state(st: dict):
-    "Restore the RNG states captured by `rng_state`."
-    py = st['python']
-    random.setstate((py['version'], tuple(int(v) for v in py['state'].tolist()), py['gauss_next']))
-    n = st['numpy']
-    np.random.set_state(('MT19937', n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['cached_gaussian']))
-    torch.set_rng_state(st['torch'])
-    if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
-
-def load_checkpoint(path) -> dict:
-    "Read a checkpoint of this module with `weights_only=True`; clear errors for missing, unreadable or foreign files."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f'{path}: checkpoint not found')
-    try: ck = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        msg = (str(e).strip().splitlines() or [''])[0][:200]
-        raise ValueError(f'{path}: not a readable checkpoint ({type(e).__name__}: {msg})') from None
-    if not isinstance(ck, dict) or ck.get('format') != CKPT_FORMAT:
-        raise ValueError(f'{path}: not an ibsr_nb training checkpoint (expected format {CKPT_FORMAT!r})')
-    return ck
-
-def resolve_checkpoint(source) -> Path:
-    "A checkpoint file from a run directory (its best.pt, else last.pt) or a checkpoint path."
-    p = Path(source)
-    if p.is_dir():
-        for name in ('best.pt', 'last.pt'):
-            if (p/'checkpoints'/name).is_file(): return p/'checkpoints'/name
-        raise FileNotFoundError(f'{p}: run directory without checkpoints/best.pt or checkpoints/last.pt')
-    if not p.exists(): raise FileNotFoundError(f'{p}: no such checkpoint or run directory')
-    return p
-
-# %% ../nbs/11_train.ipynb #bc714642
-def load_part(module: nn.Module, state: dict, prefix: str, where: str):
-    "Load the `prefix.`-keys of `state` into `module` strictly; errors name `where`."
-    sub = {k[len(prefix) + 1:]: v for k, v in state.items() if k.startswith(prefix + '.')}
-    if not sub: raise ValueError(f'{where}: no {prefix!r} weights in this checkpoint')
-    try: module.load_state_dict(sub, strict=True)
-    except RuntimeError as e: raise ValueError(f'{where}: {prefix} weights do not fit: {e}') from None
-
-def published_init(init) -> tuple[str, Path] | None:
-    "(registry name, file) when `init` is NAME=PATH of a published checkpoint (`ibsr_nb.pretrained.REGISTRY`), else None."
-    from ibsr_nb.pretrained import REGISTRY
-    name, sep, path = str(init or '').partition('=')
-    return (name, Path(path).expanduser()) if sep and name in REGISTRY else None
-
-def load_published_init(model: RetrievalModel, cfg: TrainConfig, name: str, path: Path) -> RetrievalModel:
-    "Load the point encoder of a published checkpoint (strictly, via `ibsr_nb.pretrained`); the tower comes from `tower_pretrained`."
-    from ibsr_nb.pretrained import get_spec, load_pretrained
-    if cfg.mode == 'scratch':
-        raise ConfigError(f"init {cfg.init!r}: a published checkpoint holds only a point encoder, which mode 'scratch' does not "
-                          "take; set `tower`/`tower_pretrained` for the tower instead")
-    spec = get_spec(name)
-    if spec.clip_model and cfg.tower != spec.clip_model:
-        log.warning(f"{name} was aligned to the open_clip tower {spec.clip_model}; this run uses {cfg.tower!r}, so it starts unaligned")
-    enc = load_pretrained(name, path, arch=cfg.point_encoder)
-    try: model.point_encoder.load_state_dict(enc.state_dict(), strict=True)
-    except RuntimeError as e: raise ValueError(f'{path}: {name} weights do not fit point encoder {cfg.point_encoder!r} of this run: {e}') from None
-    return model
-
-def load_init_weights(model: RetrievalModel, cfg: TrainConfig) -> RetrievalModel:
-    "Load the tower (and in 'finetune'/'pretrain' the point encoder) from `cfg.init`; the temperature stays fresh."
-    if (pub := published_init(cfg.init)) is not None: return load_published_init(model, cfg, *pub)
-    path = resolve_checkpoint(cfg.init)
-    ck = load_checkpoint(path)
-    src = ck['config']
-    parts = ['tower'] if cfg.mode == 'scratch' else ['tower', 'point_encoder']
-    for part in parts:
-        if src.get(part) != getattr(cfg, part):
-            raise ConfigError(f'{path}: the init run used {part} {src.get(part)!r}, this run asks for {getattr(cfg, part)!r}')
-        load_part(getattr(model, part), ck['model'], part, str(path))
-    return model
-
-def build_model(cfg: TrainConfig,
-                load_weights: bool = True   # load `tower_pretrained` and `init` (False when a checkpoint of this run follows)
-               ) -> RetrievalModel:
-    "Create the run's model from its config: tower, point encoder projected to the tower's width, fresh temperature."
-    train_tower = towers_trainable(cfg)
-    tower = create_tower(cfg.tower, pretrained=cfg.tower_pretrained if load_weights else None, frozen=not train_tower)
-    model = RetrievalModel(create_point_encoder(cfg.point_encoder, embed_dim=tower.embed_dim), tower,
-                           LogitScale(cfg.logit_scale_init))
-    if load_weights and cfg.init: load_init_weights(model, cfg)
-    fixed = {'logit_scale', 'logit_bias'} | ({'token_embedding.weight'} if cfg.freeze_token_embedding else set())
-    for n, p in tower.model.named_parameters():     # open_clip's own temperature is unused: ours is `logit_scale`
-        p.requires_grad_(train_tower and n not in fixed)
-    return model
-
-# %% ../nbs/11_train.ipynb #ed10a76c
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    "AdamW groups: decay on trainable matrices, none on biases, norms, tokens and the logit scale."
-    decay, no_decay = [], []
-    for n, p in model.named_parameters():
-        if not p.requires_grad: continue
-        (no_decay if p.ndim < 2 or 'logit_scale' in n else decay).append(p)
-    return [{'params': decay, 'weight_decay': weight_decay}, {'params': no_decay, 'weight_decay': 0.0}]
-
-class WarmupCosine:
-    "Learning-rate multiplier: linear warmup to 1, then a half cosine to `min_ratio` at `total` steps."
-    def __init__(self, total: int, warmup: int, min_ratio: float = 0.0):
-        self.total, self.warmup, self.min_ratio = int(total), int(warmup), float(min_ratio)
-    def __call__(self, step: int) -> float:
-        if step < self.warmup: return (step + 1) / self.warmup
-        t = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
-        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-
-def make_optimizer(model: nn.Module, cfg: TrainConfig):
-    "AdamW over the trainable parameters and its warmup + cosine scheduler."
-    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, WarmupCosine(cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio))
 
 # %% ../nbs/11_train.ipynb #6217e38e
 @dataclass
@@ -436,21 +172,6 @@ def fixed_subset(points: torch.Tensor,  # (S, N, C)
     keep = torch.randperm(points.shape[1], generator=torch.Generator().manual_seed(0))[:n].sort().values
     return points[:, keep]
 
-@torch.no_grad()
-def embed_points(model: RetrievalModel, points: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    "L2-normalised point embeddings (S, D) on the CPU, computed in eval mode."
-    model.eval(); dev = next(model.parameters()).device
-    return torch.cat([model(points=points[i:i + batch_size].to(dev))['f_p'].cpu() for i in range(0, len(points), batch_size)])
-
-@torch.no_grad()
-def embed_images(model: RetrievalModel, images: np.ndarray, batch_size: int = 64, cache: bool = False) -> torch.Tensor:
-    "L2-normalised image embeddings (Q, D) on the CPU; `cache` reuses `encode_images_cached` (frozen towers only)."
-    model.eval()
-    if cache: return F.normalize(encode_images_cached(model.tower, images, batch_size=batch_size).float(), dim=-1)
-    tower = model.tower
-    return torch.cat([model(images=tower.preprocess_batch(images[i:i + batch_size]))['f_i'].cpu()
-                      for i in range(0, len(images), batch_size)])
-
 def chance_levels(gallery_size: int) -> dict:
     "Acc@1, Acc@10 and mAP@10 of a uniformly random ranking of `gallery_size` shapes, one of them relevant."
     k = min(10, gallery_size)
@@ -458,7 +179,7 @@ def chance_levels(gallery_size: int) -> dict:
 
 def retrieval_scores(model: RetrievalModel, es: EvalSet, n_points: int | None = None, batch_size: int = 64,
                      image_emb: torch.Tensor | None = None) -> pd.DataFrame:
-    "Retrieval table (per category + Total) of `model` on an `EvalSet`."
+    "Retrieval table (per category + Total) of `model` on an `EvalSet`, embedded through `ibsr_nb.search`."
     g = embed_points(model, fixed_subset(es.points, n_points), batch_size)
     q = image_emb if image_emb is not None else embed_images(model, es.images, batch_size)
     return evaluate_retrieval(q, g, es.query_category, es.query_instance, es.gallery_category, es.gallery_instance)
@@ -745,16 +466,6 @@ def plot_training_curves(run_dir,                         # a run directory with
     return fig
 
 # %% ../nbs/11_train.ipynb #2c797859
-def load_trained(source) -> tuple[RetrievalModel, TrainConfig]:
-    "The model and config stored in a run directory or checkpoint file (weights loaded strictly)."
-    path = resolve_checkpoint(source)
-    ck = load_checkpoint(path)
-    cfg = TrainConfig.from_dict(ck['config'], where=str(path))
-    model = build_model(cfg, load_weights=False)
-    try: model.load_state_dict(ck['model'])
-    except RuntimeError as e: raise ValueError(f'{path}: model weights do not fit its config: {e}') from None
-    return model.eval(), cfg
-
 def evaluate(source,                     # run directory, checkpoint file, or a RetrievalModel
              benchmark: str,             # benchmark name in `ibsr_nb.data`
              split: str = 'test',        # which queries: 'test' or 'train'
@@ -775,56 +486,3 @@ def evaluate(source,                     # run directory, checkpoint file, or a 
     if not len(rows): raise ValueError(f'{benchmark}: no {split!r} queries to evaluate')
     es = make_eval_set(bench, rows, model.point_encoder, masked)
     return retrieval_scores(model, es, n_points or run_points, batch_size)
-
-# %% ../nbs/11_train.ipynb #335769c8
-def add_train_parser(p: argparse.ArgumentParser):
-    "Arguments of `ibsr train`; returns the function that runs it (exit code 0 on success)."
-    p.add_argument('config', nargs='?', type=Path, help='TrainConfig YAML (optional with --resume)')
-    p.add_argument('--out', type=Path, metavar='RUN_DIR', help='run directory (default: runs/<config name>)')
-    p.add_argument('--resume', type=Path, metavar='RUN_DIR', help='continue the run in RUN_DIR from its last checkpoint')
-    p.add_argument('--data-root', type=Path, metavar='DIR', help="folder of the real datasets (pix3d, stanford-cars, comp-cars); "
-                   "overrides the config's data_root (default: $IBSR_DATA_ROOT)")
-    def run(a) -> int:
-        if a.config is None and a.resume is None: raise ValueError('give a CONFIG.yaml, or --resume RUN_DIR')
-        if a.resume is not None and a.out is not None and a.out != a.resume: raise ValueError('--out and --resume name different run directories')
-        cfg = TrainConfig.load(a.config).validate(str(a.config)) if a.config is not None else None
-        run_dir = a.resume or a.out or Path('runs')/a.config.stem
-        if a.data_root is not None:               # on --resume, a data_root other than the run's is refused by `train`
-            cfg = (cfg or TrainConfig.load(Path(run_dir)/'config.yaml')).replace(data_root=str(a.data_root))
-        s = train(cfg, run_dir, resume=a.resume is not None)
-        if s.get('world_size', 1) == 1 or int(os.environ.get('RANK', 0)) == 0:
-            best = s[f"best_{(cfg or TrainConfig.load(Path(run_dir)/'config.yaml')).select_metric}"]
-            print(f"{s['mode']} on {s['benchmark']}: {s['step']}/{s['steps']} steps in {s['seconds']:.1f} s "
-                  f"({s['samples_per_s']:.0f} samples/s, {100 * s['data_frac']:.1f}% waiting for data); "
-                  f"best validation {best if best is None else round(best, 4)} at step {s['best_step']}; wrote {run_dir}")
-        return 0
-    return run
-
-def add_evaluate_parser(p: argparse.ArgumentParser):
-    "Arguments of `ibsr evaluate`; returns the function that runs it (prints the metrics table)."
-    p.add_argument('source', type=Path, metavar='RUN_DIR_OR_CHECKPOINT', help='a run directory (uses best.pt) or a checkpoint file')
-    p.add_argument('--benchmark', required=True, help='benchmark name, e.g. pix3d-like, cars-like, shape-centric, or a real one: pix3d, stanford-cars, comp-cars')
-    p.add_argument('--split', default='test', choices=('test', 'train'), help='which queries to score')
-    p.add_argument('--quick', action=argparse.BooleanOptionalAction, default=None, help='benchmark size (default: quick mode decides)')
-    p.add_argument('--data-seed', type=int, default=0, help='seed of the benchmark generator')
-    p.add_argument('--data-root', type=Path, metavar='DIR', help="real benchmarks: the datasets' folder (default: the run's data_root, else $IBSR_DATA_ROOT)")
-    p.add_argument('--csv', type=Path, help='also write the table to this CSV file')
-    def run(a) -> int:
-        table = evaluate(a.source, a.benchmark, split=a.split, quick=a.quick, data_seed=a.data_seed, data_root=a.data_root)
-        print(table.to_string(float_format=lambda v: f'{v:.4f}'))
-        if a.csv is not None: atomic_write_text(a.csv, table.to_csv())
-        return 0
-    return run
-
-def main(argv=None) -> int:
-    "`python -m ibsr_nb.train CONFIG.yaml [--out RUN_DIR] [--resume RUN_DIR]` (also under torchrun)."
-    p = argparse.ArgumentParser(prog='python -m ibsr_nb.train', description='Train or resume an ibsr_nb run.')
-    run = add_train_parser(p)
-    args = p.parse_args(argv)
-    configure_threads()
-    try: return run(args)
-    except (FileNotFoundError, ValueError) as e:
-        print(f'ibsr_nb.train: error: {e}', file=sys.stderr); return 2
-
-# %% ../nbs/11_train.ipynb #fc6f5eb9
-if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())

@@ -1,13 +1,14 @@
 """End-to-end tests of the `ibsr` command: `index` on a folder of good and broken meshes, `query` with an image
 or a text (table, JSON and picture), resuming an interrupted index build, and the errors a user can meet.
-Everything runs on files written here, with the seeded random-weight encoder `ibsr-tiny`."""
+Everything runs on files written here, with the seeded random-weight encoder `random-ppat-tiny-s`, except the
+end-to-end test, which trains a tiny run first and searches with it."""
 import io, os, sys, json, struct, contextlib, subprocess
 from pathlib import Path
 import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ENC = 'ibsr-tiny'
+ENC = 'random-ppat-tiny-s'
 
 @pytest.fixture(autouse=True)
 def _env(tmp_path, monkeypatch):
@@ -95,7 +96,8 @@ def test_index_then_query_end_to_end(tmp_path):
 
 def test_query_results_match_a_direct_embedding(tmp_path):
     "The table's scores are the cosine similarities of the query and shape embeddings computed directly."
-    from ibsr_nb.cli import resolve_encoder, mesh_points, embed_points, embed_image
+    from ibsr_nb.encoders import load_encoder
+    from ibsr_nb.search import mesh_points, embed_points, embed_images
     from ibsr_nb.data import load_image
     meshes = write_folder(tmp_path/'meshes')
     assert run_main('index', meshes, '--encoder', ENC, '--out', tmp_path/'s.index')[0] == 0
@@ -103,8 +105,8 @@ def test_query_results_match_a_direct_embedding(tmp_path):
     code, out, err = run_main('query', img, '--index', tmp_path/'s.index', '--json', '--no-picture', '-k', '5')
     assert code == 0, err
     res = json.loads(out)['results']
-    enc = resolve_encoder(ENC)
-    q = embed_image(enc, load_image(img))[0]
+    enc = load_encoder(ENC, quiet=True)
+    q = embed_images(enc, load_image(img)[None])[0]
     for r in res:
         z = embed_points(enc, mesh_points(r['path'], enc)[None])[0]
         assert abs(float(q @ z) - r['score']) < 1e-4, (r, float(q @ z))
@@ -112,26 +114,27 @@ def test_query_results_match_a_direct_embedding(tmp_path):
 
 def test_index_resumes_after_interruption(tmp_path, monkeypatch):
     "A build killed after its first chunk resumes where it stopped and gives the same index as an uninterrupted one."
-    import ibsr_nb.cli as cli
+    import ibsr_nb.search as search
     from ibsr_nb.index import ShapeIndex
     meshes = write_folder(tmp_path/'meshes')
-    real = cli.embed_points
+    real = search.embed_points
     calls = []
-    def crash_after_first(enc, pts):
+    def crash_after_first(enc, pts, batch_size=64):
         if calls: raise KeyboardInterrupt('killed')
-        calls.append(len(pts)); return real(enc, pts)
-    monkeypatch.setattr(cli, 'embed_points', crash_after_first)
-    with pytest.raises(KeyboardInterrupt):
-        run_main('index', meshes, '--encoder', ENC, '--out', tmp_path/'a.index', '--chunk', '2', '--batch', '2')
+        calls.append(len(pts)); return real(enc, pts, batch_size)
+    monkeypatch.setattr(search, 'embed_points', crash_after_first)
+    code, out, err = run_main('index', meshes, '--encoder', ENC, '--out', tmp_path/'a.index', '--chunk', '2', '--batch', '2')
+    assert code == 130 and 'run the same command again to resume' in err
     parts = tmp_path/'a.index.parts'
-    assert not (tmp_path/'a.index').exists() and len(list(parts.glob('emb_*.npy'))) == 1
-    done = [json.loads(l) for l in (parts/'progress.jsonl').read_text().splitlines()]
+    chunks = list(parts.glob('emb_*.npy'))
+    assert not (tmp_path/'a.index').exists() and len(chunks) == 1
+    done = [json.loads(l) for l in (parts/'progress-000.jsonl').read_text().splitlines()]
     assert sum(d['status'] == 'ok' for d in done) == 2                   # the first chunk with meshes in it
-    assert all(d.get('chunk') == 'emb_000000.npy' for d in done if d['status'] == 'ok')
+    assert all(d.get('chunk') == chunks[0].name for d in done if d['status'] == 'ok')
 
     seen = []
-    def counting(enc, pts): seen.append(len(pts)); return real(enc, pts)
-    monkeypatch.setattr(cli, 'embed_points', counting)
+    def counting(enc, pts, batch_size=64): seen.append(len(pts)); return real(enc, pts, batch_size)
+    monkeypatch.setattr(search, 'embed_points', counting)
     code, out, err = run_main('index', meshes, '--encoder', ENC, '--out', tmp_path/'a.index', '--chunk', '2', '--batch', '2')
     assert code == 0, err
     assert f'resuming: {len(done)} of 10 files already done' in err
@@ -150,7 +153,7 @@ def test_index_resumes_after_interruption(tmp_path, monkeypatch):
 
 
 def test_reindex_embeds_only_new_and_changed_files(tmp_path, monkeypatch):
-    import ibsr_nb.cli as cli
+    import ibsr_nb.search as search
     from ibsr_nb.shapes import make_shape
     from ibsr_nb.index import ShapeIndex
     meshes = write_folder(tmp_path/'meshes')
@@ -158,8 +161,8 @@ def test_reindex_embeds_only_new_and_changed_files(tmp_path, monkeypatch):
     (meshes/'bed').mkdir()
     make_shape('bed', 0).mesh.export(meshes/'bed'/'bed_0.obj')
     (meshes/'chair'/'empty.obj').unlink()
-    real, seen = cli.embed_points, []
-    monkeypatch.setattr(cli, 'embed_points', lambda enc, pts: (seen.append(len(pts)), real(enc, pts))[1])
+    real, seen = search.embed_points, []
+    monkeypatch.setattr(search, 'embed_points', lambda enc, pts, bs=64: (seen.append(len(pts)), real(enc, pts, bs))[1])
     code, out, err = run_main('index', meshes, '--encoder', ENC, '--out', tmp_path/'s.index')
     assert code == 0, err
     assert sum(seen) == 1                                                # only the new bed
@@ -183,13 +186,16 @@ def test_user_errors_exit_2_with_a_clear_message(tmp_path):
         (['index', tmp_path/'nope', '--encoder', ENC, '--out', tmp_path/'x.index'], 'nope: mesh folder not found'),
         (['index', tmp_path/'empty_dir', '--encoder', ENC, '--out', tmp_path/'x.index'], 'no mesh files found'),
         (['index', tmp_path/'all_bad', '--encoder', ENC, '--out', tmp_path/'x.index'], 'none of the 1 mesh files could be read'),
-        (['index', meshes, '--encoder', 'no-such-encoder', '--out', tmp_path/'x.index'], "unknown encoder 'no-such-encoder'"),
-        (['index', meshes, '--encoder', 'openshape-g14', '--out', tmp_path/'x.index'], 'pass --checkpoint FILE'),
+        (['index', meshes, '--encoder', 'no-such-encoder', '--out', tmp_path/'x.index'], "no-such-encoder: unknown encoder; known:"),
+        (['index', meshes, '--encoder', 'openshape-g14', '--out', tmp_path/'x.index'], 'openshape-g14: needs its published weights file'),
+        (['index', meshes, '--encoder', 'cmic-tiny', '--out', tmp_path/'x.index'], 'cannot build or query an index'),
+        (['index', meshes, '--encoder', ENC, '--out', tmp_path/'x.index', '--chunk', '0'], '--chunk: must be at least 1'),
         (['query', '--index', tmp_path/'x.index'], 'give a query IMAGE or --text'),
     ]
     for args, msg in cases:
         code, out, err = run_main(*args)
         assert code == 2 and msg in err, (args, code, err)
+        assert err.startswith('error: ') and err.count('\n') == 1 and 'Traceback' not in err, err
 
     assert run_main('index', meshes, '--encoder', ENC, '--out', tmp_path/'s.index')[0] == 0
     img = query_image(tmp_path/'q.png')
@@ -204,17 +210,19 @@ def test_user_errors_exit_2_with_a_clear_message(tmp_path):
     cases = [
         (['query', img, '--index', tmp_path/'cut.index'], 'cut.index: truncated'),
         (['query', img, '--index', tmp_path/'missing.index'], 'missing.index: index file not found'),
-        (['query', img, '--index', tmp_path/'s.index', '--checkpoint', tmp_path/'other.pt'], 'built with other weights'),
-        (['query', img, '--index', tmp_path/'s.index', '--checkpoint', tmp_path/'junk.pt'], 'not a state dict of ppat-tiny-s'),
-        (['query', img, '--index', tmp_path/'s.index', '--encoder', 'openshape-g14'], 'pass --checkpoint FILE'),
+        (['query', img, '--index', tmp_path/'s.index', '--encoder', 'random-ppat-tiny-l'], "built with encoder 'random-ppat-tiny-s'"),
+        (['query', img, '--index', tmp_path/'s.index', '--checkpoint', tmp_path/'other.pt'], '--checkpoint: goes with --encoder NAME'),
+        (['query', img, '--index', tmp_path/'s.index', '--encoder', tmp_path/'junk.pt'], 'junk.pt: not a checkpoint of `ibsr train`'),
+        (['query', img, '--index', tmp_path/'s.index', '--encoder', 'openshape-g14'], 'needs its published weights file'),
         (['query', tmp_path/'bad.png', '--index', tmp_path/'s.index'], 'bad.png'),
         (['query', tmp_path/'none.png', '--index', tmp_path/'s.index'], 'none.png: image file not found'),
         (['query', img, '--text', 'a chair', '--index', tmp_path/'s.index'], 'not both'),
-        (['query', img, '--index', tmp_path/'s.index', '-k', '0'], '-k must be at least 1'),
+        (['query', img, '--index', tmp_path/'s.index', '-k', '0'], '-k: must be at least 1'),
     ]
     for args, msg in cases:
         code, out, err = run_main(*args, '--no-picture')
         assert code == 2 and msg in err, (args, code, err)
+        assert err.startswith('error: ') and err.count('\n') == 1 and 'Traceback' not in err, err
 
 
 def test_index_mismatch_between_encoders(tmp_path):
@@ -225,7 +233,7 @@ def test_index_mismatch_between_encoders(tmp_path):
     ix.save(tmp_path/'b32.index')
     img = query_image(tmp_path/'q.png')
     code, out, err = run_main('query', img, '--index', tmp_path/'b32.index', '--encoder', ENC, '--no-picture')
-    assert code == 2 and "built with encoder 'openshape-b32', but the query side uses 'ibsr-tiny'" in err
+    assert code == 2 and "built with encoder 'openshape-b32', but the query side uses 'random-ppat-tiny-s'" in err
     with pytest.raises(IndexMismatchError, match='holds 512-d embeddings'):
         ShapeIndex.load(tmp_path/'b32.index', dim=128)
 
@@ -234,3 +242,95 @@ def test_demo_still_works(tmp_path):
     code, out, err = run_main('demo', '--out', tmp_path/'demo')
     assert code == 0 and 'Acc@1' in out
     assert sorted(p.name for p in (tmp_path/'demo').iterdir()) == ['config.yaml', 'result.json']
+
+
+def test_help_and_version_do_not_import_torch():
+    "The CLI is argument parsing only: `--help` of every command and `--version` never import torch."
+    probe = ("import sys; from ibsr_nb.cli import main\n"
+             "for argv in (['--help'], ['--version'], *[[c, '--help'] for c in ('demo', 'encoders', 'index', 'query', 'train', 'evaluate', 'reproduce')]):\n"
+             "    try: main(argv)\n"
+             "    except SystemExit as e: assert e.code == 0, (argv, e.code)\n"
+             "print('torch' in sys.modules)")
+    r = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == 'False'
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    code, out, err = run_main('query', '--index', tmp_path/'missing.index', '--text', 'x')
+    assert code == 2 and 'Traceback' not in err
+    code, out, err = run_main('--debug', 'query', '--index', tmp_path/'missing.index', '--text', 'x')
+    assert code == 2 and 'Traceback' in err and err.rstrip().splitlines()[-1].startswith('error: ')
+
+
+def test_encoders_command_lists_the_namespace():
+    code, out, err = run_main('encoders', '--json')
+    assert code == 0, err
+    rows = {r['name']: r for r in json.loads(out)}
+    assert {'random-ppat-tiny-s', 'openshape-g14', 'ulip2-pointbert', 'cmic-tiny', 'cmah-tiny'} <= set(rows)
+    assert rows['openshape-g14']['point_params'] == 32_326_080 and rows['openshape-g14']['embed_dim'] == 1280
+    from ibsr_nb.baselines.cmic import CMIC_CONFIGS
+    from ibsr_nb.baselines.cmah import CMAH_CONFIGS
+    assert {n for n, r in rows.items() if r['kind'] == 'baseline'} == set(CMIC_CONFIGS) | set(CMAH_CONFIGS)
+
+
+def test_torchrun_sharded_index_equals_one_process(tmp_path):
+    "`ibsr index` under torchrun with 2 CPU processes shards the files and rank 0 merges: the same index as one process."
+    from ibsr_nb.index import ShapeIndex
+    meshes = write_folder(tmp_path/'meshes')
+    assert run_main('index', meshes, '--encoder', ENC, '--out', tmp_path/'one.index', '--chunk', '2')[0] == 0
+    env = dict(os.environ, IBSR_NUM_THREADS='1', OMP_NUM_THREADS='1', PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2', '-m', 'ibsr_nb.cli',
+                        'index', str(meshes), '--encoder', ENC, '--out', str(tmp_path/'two.index'), '--chunk', '2', '--json'],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(r.stdout[r.stdout.index('{'):])
+    assert summary['world_size'] == 2 and summary['indexed'] == len(GOOD)
+    ranks = {p.name.split('_')[1] for p in (tmp_path/'two.index.parts').glob('emb_*.npy')}
+    assert ranks == {'000', '001'}                                        # both processes embedded files
+    a, b = ShapeIndex.load(tmp_path/'one.index'), ShapeIndex.load(tmp_path/'two.index')
+    assert list(a.shapes['shape_id']) == list(b.shapes['shape_id'])
+    xa = np.stack([a.faiss.reconstruct(i) for i in range(len(a))])
+    xb = np.stack([b.faiss.reconstruct(i) for i in range(len(b))])
+    np.testing.assert_allclose(xa, xb, atol=1e-6)
+
+
+def test_train_index_query_end_to_end(tmp_path):
+    """`ibsr train` a tiny run, `ibsr index` the benchmark's gallery meshes with it, `ibsr query` its test photos:
+    the right shape is found far more often than by chance, through the same commands a user types."""
+    from PIL import Image
+    from ibsr_nb.data import load_benchmark
+    from ibsr_nb.train import query_photos
+    (tmp_path/'run.yaml').write_text('mode: pretrain\nbenchmark: pix3d-like\nquick: true\nimage_source: both\nval_fraction: 0.5\n'
+                                     'steps: 200\nbatch_size: 16\nn_points: 256\nlr: 0.002\nwarmup_steps: 10\n'
+                                     'eval_every: 200\nsave_every: 200\nseed: 0\n')
+    code, out, err = run_main('train', tmp_path/'run.yaml', '--out', tmp_path/'run')
+    assert code == 0, err
+    bench = load_benchmark('pix3d-like', quick=True)
+    gallery = bench.gallery('test')
+    for i in gallery:
+        row = bench.shapes.iloc[int(i)]
+        (tmp_path/'meshes'/row['category']).mkdir(parents=True, exist_ok=True)
+        bench.shape(int(i)).mesh.export(tmp_path/'meshes'/f"{row['shape_id']}.obj")
+    code, out, err = run_main('index', tmp_path/'meshes', '--encoder', tmp_path/'run', '--out', tmp_path/'g.index')
+    assert code == 0 and f'indexed {len(gallery)} of {len(gallery)}' in out, err
+    from ibsr_nb.search import Searcher
+    searcher = Searcher.open(tmp_path/'g.index', tmp_path/'run')
+    rows = bench.query_rows('test')
+    photos = query_photos(bench, rows)
+    truths = bench.shapes['shape_id'].to_numpy()[bench.queries['shape_idx'].to_numpy()[rows]]
+    for j in range(8):                                                   # the command a user types, photo by photo ...
+        Image.fromarray(photos[j]).save(tmp_path/f'q{j}.png')
+        code, out, err = run_main('query', tmp_path/f'q{j}.png', '--index', tmp_path/'g.index', '--encoder', tmp_path/'run',
+                                  '--json', '--no-picture')
+        assert code == 0, err
+        cli_ids = [x['shape_id'] for x in json.loads(out)['results']]
+        lib_ids = list(searcher.search(tmp_path/f'q{j}.png', k=10)['shape_id'])
+        assert cli_ids == lib_ids
+    ranked = [list(searcher.search(p, k=10)['shape_id']) for p in photos]   # ... and every test photo through the library
+    hits1 = sum(r[0] == t for r, t in zip(ranked, truths)); hits10 = sum(t in r for r, t in zip(ranked, truths))
+    n, g = len(rows), len(gallery)
+    print(f'end to end: {n} test photos, gallery {g}: Acc@1 {hits1 / n:.3f} (chance {1 / g:.3f}), '
+          f'Acc@10 {hits10 / n:.3f} (chance {10 / g:.3f})')
+    assert hits10 / n > 10 / g + 3 * np.sqrt((10 / g) * (1 - 10 / g) / n)   # three binomial SEs above chance
+    assert hits1 / n > 2 / g                                             # and the first hit at twice chance

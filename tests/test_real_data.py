@@ -196,7 +196,9 @@ def test_shape_reads_the_mesh(tiny):
 # ---------------------------------------------------------------- training and evaluation on it
 
 def test_train_and_evaluate_smoke(tiny, tmp_path, monkeypatch, capsys):
-    from ibsr_nb.train import TrainConfig, train, evaluate, add_evaluate_parser, add_train_parser
+    from ibsr_nb.model import TrainConfig
+    from ibsr_nb.train import train, evaluate
+    from ibsr_nb.cli import main as cli_main
     root, _ = tiny
     monkeypatch.setenv('IBSR_HOME', str(tmp_path/'home'))
     monkeypatch.delenv('IBSR_DATA_ROOT', raising=False)
@@ -208,9 +210,7 @@ def test_train_and_evaluate_smoke(tiny, tmp_path, monkeypatch, capsys):
     assert TrainConfig.load(tmp_path/'run'/'config.yaml').data_root == str(root)
     table = evaluate(tmp_path/'run', 'pix3d')                                 # data_root from the run's config
     assert int(table.loc['Total', 'n_queries']) == 6 and 0 <= table.loc['Total', 'acc@1'] <= 1
-    p = argparse.ArgumentParser(); run = add_evaluate_parser(p)
-    assert run(p.parse_args([str(tmp_path/'run'), '--benchmark', 'pix3d', '--data-root', str(root)])) == 0
+    assert cli_main(['evaluate', str(tmp_path/'run'), '--benchmark', 'pix3d', '--data-root', str(root)]) == 0
     assert 'Total' in capsys.readouterr().out
-    p = argparse.ArgumentParser(); run = add_train_parser(p)                # resuming from another data root is refused
-    with pytest.raises(ValueError, match=r'other settings \(data_root\)'):
-        run(p.parse_args(['--resume', str(tmp_path/'run'), '--data-root', str(tmp_path)]))
+    assert cli_main(['train', '--resume', str(tmp_path/'run'), '--data-root', str(tmp_path)]) == 2   # another data root is refused
+    assert re.search(r'other settings \(data_root\)', capsys.readouterr().err)

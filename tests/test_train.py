@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from ibsr_nb.train import TrainConfig, train, load_checkpoint, main, add_train_parser, add_evaluate_parser
+from ibsr_nb.model import TrainConfig, load_checkpoint
+from ibsr_nb.train import train
+from ibsr_nb.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 # Columns that must agree exactly between runs (timing columns naturally differ).
@@ -75,7 +77,6 @@ KILLER = textwrap.dedent('''
                 os.kill(os.getpid(), signal.SIGKILL)
         return real_save(obj, f, *a, **kw)
     torch.save = dying_save
-    from ibsr_nb.train import TrainConfig, train
     train(TrainConfig.load(sys.argv[1]), sys.argv[2])
 ''')
 
@@ -103,7 +104,7 @@ def test_ddp_two_processes_match_one(tmp_path):
     cfg.save(tmp_path/'cfg.yaml')
     train(cfg, tmp_path/'one')                                 # the single-process reference, in this process
     ddp = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', '2',
-                          '-m', 'ibsr_nb.train', str(tmp_path/'cfg.yaml'), '--out', str(tmp_path/'two')],
+                          '-m', 'ibsr_nb.cli', 'train', str(tmp_path/'cfg.yaml'), '--out', str(tmp_path/'two')],
                          env=env(), capture_output=True, text=True, timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     one, two = pd.read_csv(tmp_path/'one'/'metrics.csv'), pd.read_csv(tmp_path/'two'/'metrics.csv')
@@ -114,31 +115,26 @@ def test_ddp_two_processes_match_one(tmp_path):
     assert json.loads((tmp_path/'two'/'summary.json').read_text())['world_size'] == 2
     assert json.loads((tmp_path/'one'/'summary.json').read_text())['world_size'] == 1
 
-def _parse(add, argv):
-    p = argparse.ArgumentParser(); run = add(p)
-    return run, p.parse_args(argv)
-
-def test_cli_parsers(straight, tmp_path, capsys):
+def test_cli_train_and_evaluate(straight, tmp_path, capsys):
     ref, _ = straight
-    run, a = _parse(add_evaluate_parser, [str(ref), '--benchmark', 'pix3d-like', '--quick', '--csv', str(tmp_path/'t.csv')])
-    assert run(a) == 0
+    assert cli_main(['evaluate', str(ref), '--benchmark', 'pix3d-like', '--quick', '--csv', str(tmp_path/'t.csv')]) == 0
     out = capsys.readouterr().out
     assert 'Total' in out and 'acc@1' in out
     table = pd.read_csv(tmp_path/'t.csv', index_col=0)
     assert table.loc['Total', 'n_queries'] == 70 and 0 <= table.loc['Total', 'acc@1'] <= 1
-    run, a = _parse(add_train_parser, [])
-    with pytest.raises(ValueError, match='give a CONFIG.yaml'): run(a)
+    assert cli_main(['train']) == 2
+    assert 'give a CONFIG.yaml' in capsys.readouterr().err
     (tmp_path/'bad.yaml').write_text('mode: scratch\nlearning_rate: 1\n')
-    assert main([str(tmp_path/'bad.yaml'), '--out', str(tmp_path/'x')]) == 2
+    assert cli_main(['train', str(tmp_path/'bad.yaml'), '--out', str(tmp_path/'x')]) == 2
     assert "unknown key(s) ['learning_rate']" in capsys.readouterr().err
-    assert main(['--resume', str(tmp_path/'nothing')]) == 2
+    assert cli_main(['train', '--resume', str(tmp_path/'nothing')]) == 2
     assert 'nothing to resume' in capsys.readouterr().err
 
 def test_finetune_from_a_published_checkpoint(tmp_path, caplog):
     "`init: NAME=PATH` starts the point encoder from a file in a published layout (here G14's, at the tiny size)."
     from ibsr_nb.models.point import create_point_encoder
     from ibsr_nb.pretrained import save_in_published_layout, CheckpointError
-    from ibsr_nb.train import build_model
+    from ibsr_nb.model import build_model
     from ibsr_nb.core import ConfigError
     torch.manual_seed(7)
     enc = create_point_encoder('ppat-tiny-s', embed_dim=128)

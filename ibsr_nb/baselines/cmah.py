@@ -16,8 +16,13 @@ from ..models.point import farthest_point_sample, knn_query, index_points
 from ..losses import cmah_losses
 from ..metrics import retrieval_table
 from ..index import ShapeIndex
-from ..train import ShapeBatchSampler, WarmupCosine, param_groups, fixed_subset
-from .cmic import random_resized_crop, count_params
+from ..data import load_benchmark
+from ..core import atomic_torch_save, atomic_write_text
+from ..model import TrainConfig, ShapeBatchSampler, WarmupCosine, param_groups, load_trained
+from ..train import train, evaluate, make_eval_set, fixed_subset
+from ..search import embed_points, embed_images
+from .cmic import (random_resized_crop, count_params, cmic_embed, query_tensor, normalise as cmic_norm,
+                                    create_cmic, CMICData, CMICTrainConfig, train_cmic, evaluate_cmic)
 
 log = get_logger('baselines.cmah')
 
@@ -27,8 +32,7 @@ __all__ = ['log', 'CMAH_BITS', 'CMAH_CONFIGS', 'patchify', 'unpatchify', 'group_
            'create_cmah', 'cmah_images', 'normalise', 'CMAHTrainConfig', 'CMAHPairs', 'train_cmah', 'cmah_codes',
            'hamming_search', 'evaluate_cmah', 'plot_cmah_reconstruction', 'SystemReport', 'time_per_item',
            'cmic_report', 'cmah_report', 'embedding_report', 'retrieval_model_report', 'comparison_table',
-           'baseline_comparison', 'BaselineRunConfig', 'run_baseline', 'paper_recipes', 'efficiency_table',
-           'register_paper_hooks']
+           'baseline_comparison', 'BaselineRunConfig', 'run_baseline']
 
 # %% ../../nbs/13_baselines.cmah.ipynb #d4e588d7
 def patchify(x: torch.Tensor,   # (B, C, H, W) images
@@ -426,7 +430,6 @@ def _unit(x: torch.Tensor) -> torch.Tensor: return F.normalize(x, dim=-1)
 def cmic_report(model, data, table: pd.DataFrame | None = None, train_s: float | None = None, split: str = 'test',
                 large_gallery: int = 10_000, name: str = 'CMIC', k: int = 10) -> SystemReport:
     "Cost (and accuracy, if `table` is given) of a trained CMIC model on a `cmic.CMICData`."
-    from ibsr_nb.baselines.cmic import cmic_embed, query_tensor, normalise as cmic_norm
     q, h = cmic_embed(model, data, split)
     rows = data.rows(split)[:64]
     x = cmic_norm(query_tensor(data.images[rows], data.masks[rows]))
@@ -476,7 +479,6 @@ def embedding_report(name: str,                 # display name
 def retrieval_model_report(model, bench, table: pd.DataFrame | None = None, train_s: float | None = None, split: str = 'test',
                            name: str = 'ours (one point embedding per shape)', **kw) -> SystemReport:
     "`embedding_report` for a `train.RetrievalModel` (point encoder + image tower) on a benchmark."
-    from ibsr_nb.train import make_eval_set, embed_points, embed_images
     es = make_eval_set(bench, bench.query_rows(split), model.point_encoder)
     g, q = embed_points(model, es.points), embed_images(model, es.images)
     imgs = es.images[:64]
@@ -501,9 +503,6 @@ def comparison_table(reports: list) -> pd.DataFrame:
 # %% ../../nbs/13_baselines.cmah.ipynb #a9044abd
 def _train_ours(benchmark, quick, data_seed, seed, pretrain_steps, finetune_steps, workdir, show_progress):
     "Pre-align on the ensembled corpus, fine-tune on `benchmark`; return (run directory, seconds)."
-    import os, tempfile
-    from pathlib import Path
-    from ibsr_nb.train import TrainConfig, train
     work = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix='ibsr_compare_'))
     common = dict(quick=quick, data_seed=data_seed, seed=seed)
     t0 = time.perf_counter()
@@ -535,9 +534,6 @@ def baseline_comparison(benchmark: str = 'pix3d-like',          # benchmark of `
                         show_progress: bool = True
                        ) -> tuple[pd.DataFrame, dict]:
     "Train and evaluate ours, CMIC and CMAH on one benchmark; return the comparison table and the `SystemReport`s."
-    from ibsr_nb.data import load_benchmark
-    from ibsr_nb.baselines.cmic import create_cmic, CMICData, CMICTrainConfig, train_cmic, evaluate_cmic
-    from ibsr_nb.train import load_trained, evaluate
     bench = load_benchmark(benchmark, quick=quick, seed=data_seed)
     reports = {}
     if ours is None: ours, ours_s = _train_ours(benchmark, quick, data_seed, seed, pretrain_steps, finetune_steps, workdir, show_progress)
@@ -573,11 +569,6 @@ class BaselineRunConfig(Config):
 
 def run_baseline(cfg: BaselineRunConfig, run_dir) -> dict:
     "Train and evaluate one baseline run; write its weights, log and cost under `run_dir`; return summary + evals."
-    from pathlib import Path
-    import json
-    from ibsr_nb.core import atomic_torch_save, atomic_write_text
-    from ibsr_nb.data import load_benchmark
-    from ibsr_nb.baselines.cmic import create_cmic, CMICData, CMICTrainConfig, train_cmic, evaluate_cmic
     if cfg.method not in ('cmic', 'cmah'): raise ValueError(f"method must be 'cmic' or 'cmah', got {cfg.method!r}")
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
     bench = load_benchmark(cfg.benchmark, quick=cfg.quick, seed=cfg.data_seed)
@@ -602,60 +593,3 @@ def run_baseline(cfg: BaselineRunConfig, run_dir) -> dict:
     atomic_write_text(run_dir/'cost.json', json.dumps(cost, indent=1))
     return {'summary': {'run_dir': str(run_dir), 'seconds': secs, 'steps': cfg.steps, 'cost': cost}, 'evals': {cfg.benchmark: table}}
 
-def paper_recipes(scale, root) -> list:
-    "The baseline runs of the paper's experiments at `scale` (a `paper.PaperScale`): CMIC and CMAH per seed and benchmark."
-    from ibsr_nb.paper import Recipe
-    out = []
-    for seed in scale.seeds:
-        for bench in ('pix3d-like', 'cars-like'):
-            for method, model, label in (('cmic', 'cmic-tiny', 'CMIC (re-implementation, tiny)'), ('cmah', 'cmah-tiny', 'CMAH 64-bit (re-implementation, tiny)')):
-                cfg = BaselineRunConfig(method=method, model=model, benchmark=bench, quick=scale.quick_data,
-                                        steps=scale.baseline_steps, seed=seed)
-                out.append(Recipe(f'base/{bench}/{method}/s{seed}', method, cfg,
-                                  dict(experiment='baseline', benchmark=bench, backbone='', init='none', loss=label, seed=seed),
-                                  evals=(bench,)))
-    return out
-
-def _run_cost(run_dir, train_s=None) -> dict:
-    "Cost report of a trained run, measured once and kept in `run_dir/cost.json` (so re-written tables are identical)."
-    import json
-    from pathlib import Path
-    from ibsr_nb.core import atomic_write_text
-    from ibsr_nb.data import load_benchmark
-    from ibsr_nb.train import load_trained
-    f = Path(run_dir)/'cost.json'
-    if f.exists(): return json.loads(f.read_text())
-    model, cfg = load_trained(run_dir)
-    rep = retrieval_model_report(model, load_benchmark(cfg.benchmark, quick=cfg.quick, seed=cfg.data_seed), None, train_s)
-    cost = {k: v for k, v in dataclasses.asdict(rep).items() if k != 'table'}
-    atomic_write_text(f, json.dumps(cost, indent=1, default=float))
-    return cost
-
-def efficiency_table(results: list, res: pd.DataFrame) -> pd.DataFrame:
-    "Accuracy and cost per system and benchmark: the baselines' stored costs, ours measured from its pre-aligned L runs."
-    rows = []
-    for r in results:
-        t = r['tags']
-        if r['kind'] in ('cmic', 'cmah'): cost, name = r['summary']['cost'], t['loss']
-        elif t.get('experiment') == 'standard' and t.get('init') == 'pre-aligned' and t.get('backbone') == 'L' \
-                and t.get('benchmark') in ('pix3d-like', 'cars-like'):
-            cost, name = _run_cost(r['summary']['run_dir'], r['summary'].get('seconds')), f"ours: pre-aligned L + {t['loss']}"
-        else: continue
-        for bench, table in r['evals'].items():
-            total = next(row for row in table if row['category'] == 'Total')
-            rows.append({'benchmark': bench, 'system': name, 'seed': t.get('seed'), **{m: total[m] for m in ('acc@1', 'acc@10', 'map@10')},
-                         'params at retrieval (M)': cost['params_retrieval'] / 1e6, 'bytes/shape': cost['bytes_per_shape'],
-                         'search µs/query (10k shapes)': 1000 * cost['search_ms_large'], 'train s': cost.get('train_s')})
-    if not rows: return pd.DataFrame()
-    return pd.DataFrame(rows).groupby(['benchmark', 'system'], sort=False).mean(numeric_only=True).drop(columns='seed').round(4)
-
-def register_paper_hooks():
-    "Register the baselines' runners, recipes and efficiency table with `ibsr_nb.paper` (idempotent)."
-    from ibsr_nb import paper
-    runner = lambda recipe, run_dir: run_baseline(recipe.config, run_dir)
-    paper.RUNNERS['cmic'] = paper.RUNNERS['cmah'] = runner
-    if paper_recipes not in paper.RECIPE_HOOKS: paper.RECIPE_HOOKS.append(paper_recipes)
-    paper.EXTRA_TABLES['efficiency'] = (efficiency_table, 'Accuracy and cost of one embedding per shape (ours) vs CMIC (12 views, '
-                                        'query-conditioned attention) vs CMAH (binary codes): retrieval parameters, bytes stored per shape, '
-                                        'search time per query against 10,000 shapes, training time.')
-    return paper

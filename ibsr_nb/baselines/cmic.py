@@ -18,7 +18,7 @@ from ..render import color_transfer
 from ..data import DatasetError, load_cmic_split, load_cmic_renderings, load_image, load_mask
 from ..losses import cmic_losses
 from ..metrics import evaluate_scores
-from ..train import WarmupCosine
+from ..model import WarmupCosine
 
 log = get_logger('baselines.cmic')
 

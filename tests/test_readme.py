@@ -1,0 +1,50 @@
+"""Every `ibsr` / `torchrun` command in the README runs as written, in order, in a fresh folder: MESH_DIR and
+photo.png stand for a generated folder of meshes and a generated photo; `ibsr reproduce` (minutes) is run with
+`--help` (the smoke reproduce is tested in test_paper.py)."""
+import os, re, sys, shlex, shutil, subprocess
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+def readme_commands() -> list[str]:
+    "The command lines of the README's sh blocks that call ibsr or torchrun (comments stripped)."
+    text = (ROOT/'README.md').read_text()
+    out = []
+    for block in re.findall(r'```sh\n(.*?)```', text, flags=re.S):
+        for line in block.splitlines():
+            line = re.split(r'\s{2,}#', line)[0].strip()
+            if line.startswith(('ibsr ', 'torchrun ')): out.append(line)
+    return out
+
+def test_readme_lists_the_commands():
+    cmds = readme_commands()
+    verbs = {c.split()[1] for c in cmds if c.startswith('ibsr ')}
+    assert {'encoders', 'train', 'evaluate', 'index', 'query', 'reproduce'} <= verbs, cmds
+    assert any(c.startswith('torchrun ') for c in cmds)
+
+def test_readme_commands_run_as_written(tmp_path):
+    from PIL import Image
+    from ibsr_nb.data import load_benchmark
+    from ibsr_nb.train import query_photos
+    shutil.copytree(ROOT/'examples', tmp_path/'examples')
+    bench = load_benchmark('pix3d-like', quick=True)
+    for i in bench.gallery('test')[:12]:
+        row = bench.shapes.iloc[int(i)]
+        (tmp_path/'meshes'/row['category']).mkdir(parents=True, exist_ok=True)
+        bench.shape(int(i)).mesh.export(tmp_path/'meshes'/f"{row['shape_id']}.obj")
+    Image.fromarray(query_photos(bench, bench.query_rows('test')[:1])[0]).save(tmp_path/'photo.png')
+    env = dict(os.environ, IBSR_NUM_THREADS='1', OMP_NUM_THREADS='1', IBSR_PROGRESS='0')
+    bin_dir = Path(sys.executable).parent
+    for line in readme_commands():
+        argv = [a.replace('MESH_DIR', str(tmp_path/'meshes')) for a in shlex.split(line)]
+        if argv[:2] == ['ibsr', 'reproduce']: argv.append('--help')
+        exe = bin_dir/argv[0]
+        cmd = [str(exe)] + argv[1:] if exe.exists() else argv
+        r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, f'{line}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}'
+        if argv[:2] == ['ibsr', 'index'] or argv[0] == 'torchrun':
+            assert 'indexed 12 of 12 mesh files' in r.stdout, r.stdout
+        if argv[:2] == ['ibsr', 'query']:
+            assert r.stdout.splitlines()[0].split() == ['rank', 'score', 'shape_id', 'category', 'path'], r.stdout
+    assert (tmp_path/'query_results.png').stat().st_size > 2000       # the default picture, where the README says
