@@ -587,7 +587,7 @@ def _stand_in(bench: str) -> str:
     from ibsr_nb.data import REAL_BENCHMARKS
     return REAL_BENCHMARKS[bench].stand_in
 
-# %% ../nbs/20_paper.ipynb #3b69f51f
+# %% ../nbs/20_paper.ipynb #8584e3e6
 def baseline_recipes(scale: PaperScale, root) -> list[Recipe]:
     "The baseline runs of the paper's experiments at `scale` : CMIC and CMAH per seed and benchmark."
     out = []

@@ -77,6 +77,8 @@ KILLER = textwrap.dedent('''
                 os.kill(os.getpid(), signal.SIGKILL)
         return real_save(obj, f, *a, **kw)
     torch.save = dying_save
+    from ibsr_nb.model import TrainConfig
+    from ibsr_nb.train import train
     train(TrainConfig.load(sys.argv[1]), sys.argv[2])
 ''')
 

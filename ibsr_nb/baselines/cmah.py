@@ -4,8 +4,9 @@
 
 # %% ../../nbs/13_baselines.cmah.ipynb #383d55e4
 from __future__ import annotations
-import math, time, copy, dataclasses
+import os, json, math, time, copy, tempfile, dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
