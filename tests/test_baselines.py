@@ -26,8 +26,9 @@ def _png(path: Path, arr: np.ndarray):
     path.parent.mkdir(parents=True, exist_ok=True); Image.fromarray(arr).save(path)
 
 def write_cmic(root: Path, size: int = 40, views=None, records_fn=None) -> Path:
-    """A tiny CMIC data folder in the layout of reference/checkpoint-compat.md §4.1: img/, mask/, mask_ocrnet/,
-    pix3d_{train,test}.json (Pix3D schema), rendering_pix3d.pkl ({category: {instance: 12 grayscale views}})."""
+    """A tiny CMIC data folder in the layout that IGLICT/CMIC-Retrieval reads (its code/configs/pix3d.yaml and
+    code/datasets/*.py): img/, mask/, mask_ocrnet/, pix3d_{train,test}.json (Pix3D schema), rendering_pix3d.pkl
+    ({category: {instance: 12 grayscale views}})."""
     rng = np.random.default_rng(0)
     recs = {'train': [], 'test': []}
     k = 0

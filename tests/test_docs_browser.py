@@ -63,17 +63,84 @@ def visit(browser, url, shot):
     page.screenshot(path=str(shot), full_page=False)
     return errors, page
 
-@pytest.mark.parametrize('name, min_figures, min_math', [('index.html', 0, 0), ('08_losses.html', 3, 20)])
-def test_rendered_notebook_pages(site, browser, name, min_figures, min_math):
+PAGES = sorted(p.stem + '.html' for p in (ROOT/'nbs').glob('*.ipynb'))
+# figures a page is known to show (each once): the losses lesson's four, the paper's numbered figures
+FIGURES = {'02_pointclouds.html': 2, '08_losses.html': 4, '21_paper.zero_shot.html': 0, '22_paper.standard.html': 1,
+           '23_paper.hcl.html': 2, '24_paper.efficiency.html': 0, '25_paper.figures.html': 2}
+MATH = {'08_losses.html': 20}      # equations rendered as MathML
+# Pages whose stored outputs still show this machine's paths; their notebooks belong to other work in progress
+# (temporary folders printed by lessons in 04/06/30, $IBSR_HOME in 00, the README text written by 20).
+LOCAL_PATHS_KNOWN = {'00_core.html', '04_data.html', '06_models.image.html', '20_paper.html', '30_cli.html'}
+DUPLICATES_KNOWN = {'20_paper.html'}   # its figure cells return an open figure (drawn twice)
+LOCAL_PATH = r'''(?<=^|[\s'"(=:`])/(root|home|tmp|work)/[^\s'"`)]*'''
+
+def local_paths(page):
+    "Absolute paths under /root, /home, /tmp or /work in the page's main text."
+    return page.evaluate("re => Array.from(document.querySelector('main').innerText.matchAll(new RegExp(re, 'gm')), m => m[0])",
+                         LOCAL_PATH)
+
+DUPLICATES_JS = """() => {
+  const key = o => { const img = o.querySelector('img'); return img ? img.src : o.innerText.trim(); };
+  const dups = xs => xs.filter((x, j) => x && xs.indexOf(x) !== j);
+  const perCell = Array.from(document.querySelectorAll('.code_cell')).flatMap((cell, i) =>
+      dups(Array.from(cell.querySelectorAll('.output_subarea')).map(key)).map(d => `cell ${i}: ${d.slice(0, 60)}`));
+  const images = dups(Array.from(document.images).map(i => i.src)).map(s => `image shown twice: ${s.slice(0, 60)}`);
+  return perCell.concat(images);
+}"""
+
+@pytest.fixture(scope='module')
+def pages(site, browser):
+    "Each rendered notebook page, loaded once: what the tests below check (and a screenshot next to the site)."
     out, base = site
-    errors, page = visit(browser, f'{base}/{name}', out/f'{name}.png')
-    assert not errors, errors
-    assert page.title().endswith('ibsr_nb')
-    widths = page.evaluate('Array.from(document.images).map(i => i.naturalWidth)')
-    assert len(widths) >= min_figures and all(w > 0 for w in widths), widths   # every figure decoded
-    assert page.evaluate("document.querySelectorAll('math').length") >= min_math  # equations rendered as MathML
-    assert page.evaluate("document.querySelectorAll('nav a').length") >= 3
-    assert (out/f'{name}.png').stat().st_size > 10_000
+    seen = {}
+    for name in PAGES:
+        errors, page = visit(browser, f'{base}/{name}', out/f'{name}.png')
+        seen[name] = dict(errors=errors, title=page.title(), local_paths=local_paths(page), duplicates=page.evaluate(DUPLICATES_JS),
+                          widths=page.evaluate('Array.from(document.images).map(i => i.naturalWidth)'),
+                          math=page.evaluate("document.querySelectorAll('math').length"),
+                          nav=page.evaluate("document.querySelectorAll('nav a').length"),
+                          shot=(out/f'{name}.png').stat().st_size)
+        page.close()
+    return seen
+
+def known(name, pages, reason):
+    "The page as a parameter, expected to fail where `pages` lists it (not strict: fixing it elsewhere is welcome)."
+    return pytest.param(name, marks=pytest.mark.xfail(reason=reason, strict=False)) if name in pages else name
+
+@pytest.mark.parametrize('name', PAGES)
+def test_rendered_notebook_pages(pages, name):
+    "Every page loads cleanly, decodes every figure, shows the known number of figures and the nav bar."
+    p = pages[name]
+    assert not p['errors'], p['errors']
+    assert p['title'].endswith('ibsr_nb')
+    assert all(w > 0 for w in p['widths']), p['widths']                        # every figure decoded
+    if name in FIGURES: assert len(p['widths']) == FIGURES[name], f"{name}: {len(p['widths'])} figures, expected {FIGURES[name]}"
+    assert p['math'] >= MATH.get(name, 0)                                      # equations rendered as MathML
+    assert p['nav'] == len(PAGES)
+    assert p['shot'] > 10_000                                                  # the screenshot shows something
+
+@pytest.mark.parametrize('name', [known(n, LOCAL_PATHS_KNOWN, 'stored outputs print local paths') for n in PAGES])
+def test_no_local_paths(pages, name):
+    "No absolute path of the machine that ran the notebook (home, temporary or work folders) in the rendered text."
+    assert not pages[name]['local_paths'], f"{name} shows local paths: {sorted(set(pages[name]['local_paths']))[:10]}"
+
+@pytest.mark.parametrize('name', [known(n, DUPLICATES_KNOWN, 'a figure cell returns an open figure') for n in PAGES])
+def test_no_duplicated_outputs(pages, name):
+    "No output shown twice: a figure both returned and drawn by the inline backend, or a table displayed twice."
+    assert not pages[name]['duplicates'], f"{name}: {pages[name]['duplicates']}"
+
+def test_page_checks_find_defects(site, browser, tmp_path):
+    "The checks above fail on a page with a duplicated figure and a local path (so their passing means something)."
+    out, base = site
+    img = '<img src="data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==">'
+    cell = f'<div class="cell code_cell"><div class="output_subarea">{img}</div><div class="output_subarea">{img}</div></div>'
+    (out/'defects.html').write_text(f'<html><head><link rel="icon" href="data:,"></head><body><main>{cell}'
+                                    '<pre>wrote `/root/.cache/ibsr_nb/x` and /tmp/tmpab12/result.json</pre></main></body></html>')
+    _, page = visit(browser, f'{base}/defects.html', tmp_path/'defects.png')
+    assert len(page.evaluate(DUPLICATES_JS)) == 2
+    found = local_paths(page)
+    page.close()
+    assert found == ['/root/.cache/ibsr_nb/x', '/tmp/tmpab12/result.json'], found
 
 def test_plotly_viewer_page(site, browser):
     out, base = site
@@ -83,3 +150,16 @@ def test_plotly_viewer_page(site, browser):
     n_scenes = page.evaluate("document.querySelector('.js-plotly-plot')._fullLayout ? Object.keys(document.querySelector('.js-plotly-plot')._fullLayout).filter(k => k.startsWith('scene')).length : 0")
     assert n_scenes == 4
     assert page.evaluate("document.querySelectorAll('canvas').length") >= 1   # WebGL scenes drawn
+
+@pytest.mark.xfail(reason='ibsr_nb.viz.results_3d fixes width = 320 px × cols (1280 px for 4 panels, nbs/31_viz.ipynb), '
+                          'so the last panel is cut in a 1200 px window', strict=False)
+def test_plotly_viewer_fits_the_window(site, browser):
+    "Every 3-D panel of the viewer lies inside a 1200 px wide window (no panel cut at the right edge)."
+    out, base = site
+    _, page = visit(browser, f'{base}/viewer.html', out/'viewer.png')
+    page.wait_for_selector('.js-plotly-plot', timeout=15_000)
+    right = page.evaluate("Math.max(...Array.from(document.querySelectorAll('.js-plotly-plot .gl-container, "
+                          ".js-plotly-plot .main-svg')).map(e => e.getBoundingClientRect().right))")
+    width = page.evaluate('window.innerWidth')
+    page.close()
+    assert right <= width, f'the viewer is {right:.0f} px wide in a {width} px window'
