@@ -59,6 +59,16 @@ def _texture_image(material):
     if img is not None and img.mode not in ('RGB', 'RGBA'): img = img.convert('RGBA')
     return img
 
+def _vertex_rgba(mesh: trimesh.Trimesh) -> np.ndarray:
+    "(V, 4) uint8 colours of a textured mesh's vertices: the texture at their UVs, else the material's colour."
+    try: c = np.asarray(mesh.visual.to_color().vertex_colors, np.uint8)
+    except Exception: c = np.zeros((0, 4), np.uint8)
+    if c.ndim != 2 or len(c) != len(mesh.vertices):                          # no usable UVs: one colour
+        main = np.asarray(getattr(mesh.visual.material, 'main_color', None) if c.ndim != 1 else c, float).ravel()
+        main = main if main.size >= 3 else np.full(3, round(MISSING_RGB * 255))
+        c = np.tile(np.r_[main[:3], 255].astype(np.uint8), (len(mesh.vertices), 1))
+    return c
+
 def surface_colors(mesh: trimesh.Trimesh,
                    face_idx: np.ndarray,   # (n,) triangle of each point
                    bary: np.ndarray        # (n, 3) barycentric coordinates of each point
@@ -70,7 +80,7 @@ def surface_colors(mesh: trimesh.Trimesh,
         if img is not None and v.uv is not None and len(v.uv) == len(mesh.vertices):
             uv = np.nan_to_num((v.uv[mesh.faces[face_idx]] * bary[..., None]).sum(1))       # (n, 2)
             return trimesh.visual.color.uv_to_interpolated_color(uv, img)[:, :3] / 255.0
-        v = v.to_color()                                                       # material colour only
+        v = trimesh.visual.ColorVisuals(mesh, vertex_colors=_vertex_rgba(mesh))   # material colour only
     if v.kind == 'face': return np.asarray(v.face_colors[face_idx, :3], float) / 255.0
     if v.kind == 'vertex':
         vc = np.asarray(v.vertex_colors[:, :3], float)[mesh.faces[face_idx]]  # (n, 3 corners, 3)
@@ -86,10 +96,7 @@ def face_colors(mesh: trimesh.Trimesh) -> np.ndarray:
 
 def bake_texture(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
     "`mesh` with a texture replaced (in place) by per-vertex colours sampled at the vertices' UVs; others unchanged."
-    if mesh.visual.kind == 'texture':
-        try: mesh.visual = mesh.visual.to_color()
-        except Exception:                                                     # unusable UVs: the material colour
-            mesh.visual = trimesh.visual.ColorVisuals(mesh, face_colors=np.repeat(face_colors(mesh)[:1], len(mesh.faces), 0))
+    if mesh.visual.kind == 'texture': mesh.visual = trimesh.visual.ColorVisuals(mesh, vertex_colors=_vertex_rgba(mesh))
     return mesh
 
 def bake_colors(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
@@ -109,6 +116,7 @@ def load_mesh(path) -> trimesh.Trimesh:
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f'{path}: mesh file not found')
     if path.is_dir(): raise MeshError(path, 'is a directory, not a mesh file')
+    if path.stat().st_size == 0: raise MeshError(path, 'empty file (0 bytes): no triangle meshes')
     ext = path.suffix.lower()
     if ext not in MESH_EXTENSIONS:
         need = f' (reading it needs {_NEEDS[ext]})' if ext in _NEEDS else ''
@@ -152,8 +160,11 @@ def sample_points(mesh: trimesh.Trimesh,  # a checked triangle mesh (see `load_m
     raw = np.concatenate([pts, surface_colors(mesh, face, bary)], 1)          # float64
     out = raw.astype(np.float32)
     if normalize and n > 1:
-        small = np.abs(raw[:, :3]).max() < 1e18                               # squares fit in float32
-        out = normalize_pc(out if small else raw).astype(np.float32)
+        xyz = raw[:, :3]
+        if not (1e-4 < np.ptp(xyz, 0).max() and np.abs(xyz).max() < 1e18):    # squared radii out of float32's range
+            xyz = xyz - xyz.mean(0)
+            out[:, :3] = xyz / np.abs(xyz).max()                              # rescaled in float64 first
+        out = normalize_pc(out)
     elif normalize: out = np.concatenate([np.zeros((1, 3), np.float32), out[:, 3:]], 1)
     if not np.isfinite(out).all():
         raise MeshError(where, f'coordinates up to {np.abs(raw[:, :3]).max():.3g} overflow float32; sample with normalize=True')

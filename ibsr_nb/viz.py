@@ -26,7 +26,7 @@ def shape_thumbnail(mesh: trimesh.Trimesh,   # any triangle mesh
     m = mesh.copy()
     lo, hi = m.bounds
     m.apply_translation(-(lo + hi) / 2)
-    m.apply_scale(1.0 / max(float((hi - lo).max()), 1e-12))
+    m.apply_scale(1.0 / max(float((hi - lo).max()), np.finfo(float).tiny))   # any scale: 1e-20 wide models too
     cam = Camera(azimuth, elevation, fit_distance(m))
     return render(m, cam, size, background=background)['rgb']
 
