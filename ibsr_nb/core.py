@@ -37,7 +37,7 @@ class BusyError(IbsrError):
 
 # %% ../nbs/00_core.ipynb #5bde2ff6
 def read_json(path, what: str = 'JSON file'):
-    "Parse the JSON file `path`; an `InputError` naming it when it is missing, not UTF-8, not JSON or nested too deeply."
+    "Parse the JSON file `path`; an `InputError` naming it if missing, not UTF-8, not JSON or nested too deeply."
     path = Path(path)
     if not path.is_file(): raise InputError(path, f'{what} not found' if not path.exists() else f'{what} is not a file')
     try: return json.loads(path.read_text(encoding='utf-8'))
@@ -65,12 +65,13 @@ def _type_name(tp) -> str:
 
 def _number(v, where, key, want):
     "A float from an int, float or numeric string (`1e-3`); booleans and other text refused."
-    if isinstance(v, bool) or not isinstance(v, (int, float, str)) or (isinstance(v, str) and not _NUMBER.fullmatch(v.strip())):
+    text_ok = isinstance(v, str) and _NUMBER.fullmatch(v.strip())
+    if isinstance(v, bool) or not (isinstance(v, (int, float)) or text_ok):
         raise ConfigError(where, f'key {key!r}: expected {want}, got {type(v).__name__} {v!r}')
     return float(v)
 
 def _from_plain(tp, v, where: str, key: str):
-    "`v` checked against the annotated type `tp` and converted to it; a `ConfigError` naming `where` and `key` if it does not fit."
+    "`v` checked against the annotated type `tp` and converted to it; else a `ConfigError` naming `where` and `key`."
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     bad = lambda want: ConfigError(where, f'key {key!r}: expected {want}, got {type(v).__name__} {v!r}')
     if tp is typing.Any or tp is object: return v
@@ -108,7 +109,8 @@ def _from_plain(tp, v, where: str, key: str):
     if tp is dict or origin is dict:
         if not isinstance(v, dict): raise bad('a mapping')
         if not args: return dict(v)
-        return {_from_plain(args[0], k, where, f'{key}.{k}'): _from_plain(args[1], x, where, f'{key}.{k}') for k, x in v.items()}
+        return {_from_plain(args[0], k, where, f'{key}.{k}'): _from_plain(args[1], x, where, f'{key}.{k}')
+                for k, x in v.items()}
     if origin is typing.Literal:
         if v not in args: raise bad(f'one of {list(args)}')
         return v
@@ -122,11 +124,13 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = 'config'):
-        if not isinstance(d, dict): raise ConfigError(where, f'expected a mapping for {cls.__name__}, got {type(d).__name__}')
+        if not isinstance(d, dict):
+            raise ConfigError(where, f'expected a mapping for {cls.__name__}, got {type(d).__name__}')
         hints = typing.get_type_hints(cls)
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names, key=str)
-        if unknown: raise ConfigError(where, f'unknown key(s) {unknown} for {cls.__name__}; valid keys: {sorted(names)}')
+        if unknown:
+            raise ConfigError(where, f'unknown key(s) {unknown} for {cls.__name__}; valid keys: {sorted(names)}')
         return cls(**{k: _from_plain(hints[k], v, where, k) for k, v in d.items()})
 
     @classmethod
@@ -145,7 +149,8 @@ class Config:
         path = Path(path)
         if not path.exists(): raise FileNotFoundError(f'{path}: config file not found')
         try: text = path.read_text(encoding='utf-8')
-        except UnicodeDecodeError as e: raise ConfigError(path, f'not UTF-8 text ({e.reason} at byte {e.start})') from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(path, f'not UTF-8 text ({e.reason} at byte {e.start})') from None
         return cls.from_yaml(text, where=str(path))
 
     def replace(self, **kw): return dataclasses.replace(self, **kw)
@@ -240,7 +245,7 @@ def _umask() -> int:
 
 @contextlib.contextmanager
 def atomic_path(path):
-    "Yield a temporary path next to `path`; on success it gets the umask's file mode and is renamed over `path`, on error removed."
+    "Yield a temporary path next to `path`; on success it gets the umask's mode and replaces `path`; on error removed."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     os.close(fd); tmp = Path(tmp)
@@ -270,7 +275,8 @@ def remove_stale_tmp(folder,                      # the folder to clean (not rec
     if not folder.is_dir(): return removed
     for p in sorted(folder.glob('.*.tmp')):
         try:
-            if p.is_file() and not p.is_symlink() and now - p.stat().st_mtime >= older_than: p.unlink(); removed.append(p)
+            if p.is_file() and not p.is_symlink() and now - p.stat().st_mtime >= older_than:
+                p.unlink(); removed.append(p)
         except FileNotFoundError: pass                  # another cleaner got there first
     return removed
 

@@ -194,7 +194,8 @@ class Benchmark:
         r = self.shapes.iloc[i]
         if self.name in BENCHMARKS + CORPORA: return make_shape(r['category'], int(r['seed']))
         if self.data_root is None: raise DatasetError(f'{self.name}: shape {i} is a mesh in the dataset folder; load the benchmark with data_root= (or $IBSR_DATA_ROOT)')
-        mesh = bake_texture(load_real_mesh(safe_join(Path(self.data_root), r['model'], f'{self.name} shape {i}'), self.spec.front))
+        path = safe_join(Path(self.data_root), r['model'], f'{self.name} shape {i}')
+        mesh = bake_texture(load_real_mesh(path, self.spec.front))
         return Shape(r['category'], int(r['seed']), mesh, np.zeros(len(mesh.faces), int), {}, r['caption'], ['mesh'], [])
 
     def __repr__(self):
@@ -304,9 +305,9 @@ IMAGE_MAX_PIXELS = 2 ** 27   # and never more than this many pixels are decoded 
 class ImageError(DatasetError):
     "An image file cannot be used: unreadable, truncated, or too large to decode."
 
-_EXIF_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-                   5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-                   8: Image.Transpose.ROTATE_90}
+_T = Image.Transpose
+_EXIF_TRANSPOSE = {2: _T.FLIP_LEFT_RIGHT, 3: _T.ROTATE_180, 4: _T.FLIP_TOP_BOTTOM,
+                   5: _T.TRANSPOSE, 6: _T.ROTATE_270, 7: _T.TRANSVERSE, 8: _T.ROTATE_90}
 _REDUCIBLE = ('L', 'LA', 'RGB', 'RGBA', 'CMYK', 'I', 'F')
 
 def _decode(path: Path, max_side: int | None, max_pixels: int) -> tuple[Image.Image, bool]:
@@ -337,29 +338,34 @@ def _open_image(path,
     try:
         im, sixteen = _decode(path, max_side, max_pixels)
         try: orientation = im.getexif().get(0x0112)
-        except Exception: orientation = None                                    # a broken EXIF block is not a broken picture
+        except Exception:
+            orientation = None                                    # a broken EXIF block is not a broken picture
         if max_side and max(im.size) > max_side:
-            if im.mode not in _REDUCIBLE: im = im.convert('RGBA' if 'A' in im.mode or 'transparency' in im.info else 'RGB')
+            if im.mode not in _REDUCIBLE:
+                im = im.convert('RGBA' if 'A' in im.mode or 'transparency' in im.info else 'RGB')
             im = im.reduce(math.ceil(max(im.size) / max_side))
         if orientation in _EXIF_TRANSPOSE: im = im.transpose(_EXIF_TRANSPOSE[orientation])
     except ImageError: raise
-    except Image.DecompressionBombError as e: raise ImageError(path, f'too many pixels to decode safely ({e})') from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(path, f'too many pixels to decode safely ({e})') from None
     except UnidentifiedImageError: raise ImageError(path, 'not a readable image file') from None
     except MemoryError: raise ImageError(path, 'not enough memory to decode the image') from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e: raise ImageError(path, f'truncated or corrupt image ({e})') from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageError(path, f'truncated or corrupt image ({e})') from None
     return im, sixteen
 
 def load_image(path,
                max_side: int | None = IMAGE_MAX_SIDE,   # long side of the result at most (None: full size)
                max_pixels: int = IMAGE_MAX_PIXELS       # refuse images that would decode to more pixels
               ) -> np.ndarray:
-    "Read an image as (H, W, 3) uint8 RGB, decoded at most `max_side` pixels long; grayscale, palette, 16-bit, float, alpha converted."
+    "An image as (H, W, 3) uint8 RGB at most `max_side` px long; grayscale, palette, 16-bit, float, alpha converted."
     (im, sixteen), path = _open_image(path, max_side, max_pixels), Path(path)
     if im.mode in ('I', 'F'):
         a = np.asarray(im).astype(np.float64)
         if not np.isfinite(a).all(): raise ImageError(path, 'image has non-finite values')
         if im.mode == 'F':
-            if a.min() < 0 or a.max() > 255: raise ImageError(path, f'float image values {a.min():.3g}..{a.max():.3g} outside [0, 255]')
+            if a.min() < 0 or a.max() > 255:
+                raise ImageError(path, f'float image values {a.min():.3g}..{a.max():.3g} outside [0, 255]')
             a = a * 255 if a.max() <= 1.0 else a
         else: a = a / 257.0 if a.max() > 255 or sixteen else a
         return np.repeat(np.clip(a + 0.5, 0, 255).astype(np.uint8)[..., None], 3, -1)
@@ -718,7 +724,7 @@ def build_real_benchmark(spec: RealBenchmarkSpec, data_dir) -> dict:
     row_of = {s['shape_id']: i for i, s in enumerate(shapes)}
     queries, images, masks = [], [], []
     for r in progress(list(recs.itertuples()), desc=f'{spec.name}: photos'):
-        try: img, mask = load_image(r.img_path, max_side=None), load_mask(r.mask_path, max_side=None)   # bboxes are in full-size pixels
+        try: img, mask = load_image(r.img_path, max_side=None), load_mask(r.mask_path, max_side=None)  # full-size bbox
         except (DatasetError, FileNotFoundError) as e: raise DatasetError(f'{where(r)}: {e}') from None
         if mask.shape != img.shape[:2]:
             _log.warning(f'{where(r)}: mask {r.mask_path} is {mask.shape[1]}x{mask.shape[0]} but its photo {img.shape[1]}x{img.shape[0]}; resized the mask')

@@ -27,20 +27,23 @@ class MeshError(InputError):
     "A mesh file or mesh that cannot be used as a surface (unreadable, empty, non-finite, zero area)."
 
 def find_mesh_files(root) -> tuple[list[Path], list[Path]]:
-    "(mesh files that load, 3D files in formats that do not) under folder `root`, sorted; hidden files and folders skipped."
+    "(mesh files that load, 3D files in formats that do not) under `root`, sorted; hidden files and folders skipped."
     root = Path(root)
     if not root.is_dir(): raise FileNotFoundError(f'{root}: mesh folder not found')
-    files = sorted(p for p in root.rglob('*') if p.is_file() and not any(s.startswith('.') for s in p.relative_to(root).parts))
+    hidden = lambda p: any(s.startswith('.') for s in p.relative_to(root).parts)
+    files = sorted(p for p in root.rglob('*') if p.is_file() and not hidden(p))
     return ([p for p in files if p.suffix.lower() in MESH_EXTENSIONS],
             [p for p in files if p.suffix.lower() in OTHER_3D_EXTENSIONS])
 
 def check_mesh(mesh: trimesh.Trimesh, where: str = 'mesh') -> trimesh.Trimesh:
     "Raise `MeshError` naming `where` unless `mesh` has triangles, finite coordinates and a finite, positive area."
-    if not isinstance(mesh, trimesh.Trimesh): raise MeshError(where, f'expected a triangle mesh, got {type(mesh).__name__}')
+    if not isinstance(mesh, trimesh.Trimesh):
+        raise MeshError(where, f'expected a triangle mesh, got {type(mesh).__name__}')
     if len(mesh.faces) == 0: raise MeshError(where, 'has no triangles (empty mesh)')
     v = np.asarray(mesh.vertices, np.float64)
     bad = ~np.isfinite(v).all(1)
-    if bad.any(): raise MeshError(where, f'{int(bad.sum())} of {len(bad)} vertices have non-finite (NaN/inf) coordinates')
+    if bad.any():
+        raise MeshError(where, f'{int(bad.sum())} of {len(bad)} vertices have non-finite (NaN/inf) coordinates')
     if mesh.faces.max() >= len(v) or mesh.faces.min() < 0: raise MeshError(where, 'face indices out of range')
     with np.errstate(over='ignore', invalid='ignore'):
         extent, area = float((v.max(0) - v.min(0)).max()), float(mesh.area)
@@ -88,7 +91,7 @@ def surface_colors(mesh: trimesh.Trimesh,
     return np.full((len(face_idx), 3), MISSING_RGB)
 
 def face_colors(mesh: trimesh.Trimesh) -> np.ndarray:
-    "(F, 3) uint8 colour of each triangle for any visual: texture read at the triangle's centre, vertex colours averaged."
+    "(F, 3) uint8 colour of each triangle, any visual: a texture read at its centre, vertex colours averaged."
     if mesh.visual.kind != 'texture' and mesh.visual.kind is not None:
         return np.asarray(mesh.visual.face_colors)[:, :3].astype(np.uint8)
     c = surface_colors(mesh, np.arange(len(mesh.faces)), np.full((len(mesh.faces), 3), 1 / 3))
@@ -120,12 +123,15 @@ def load_mesh(path) -> trimesh.Trimesh:
     ext = path.suffix.lower()
     if ext not in MESH_EXTENSIONS:
         need = f' (reading it needs {_NEEDS[ext]})' if ext in _NEEDS else ''
-        raise MeshError(path, f'unsupported mesh format {path.suffix!r}{need}; readable formats: {", ".join(MESH_EXTENSIONS)}')
+        raise MeshError(path, f'unsupported mesh format {path.suffix!r}{need}; '
+                              f'readable formats: {", ".join(MESH_EXTENSIONS)}')
     try: loaded = trimesh.load(path, process=False)
-    except Exception as e: raise MeshError(path, f'could not read the file as a mesh ({type(e).__name__}: {e})') from None
+    except Exception as e:
+        raise MeshError(path, f'could not read the file as a mesh ({type(e).__name__}: {e})') from None
     if isinstance(loaded, trimesh.Scene):
         try: geoms = [g for g in loaded.dump() if isinstance(g, trimesh.Trimesh) and len(g.faces)]
-        except Exception as e: raise MeshError(path, f'could not place the scene\'s geometry ({type(e).__name__}: {e})') from None
+        except Exception as e:
+            raise MeshError(path, f'could not place the scene\'s geometry ({type(e).__name__}: {e})') from None
         if not geoms: raise MeshError(path, 'the scene holds no triangle meshes (empty scene)')
         if len(geoms) > 1 and any(g.visual.kind for g in geoms): geoms = [bake_colors(g) for g in geoms]
         mesh = geoms[0] if len(geoms) == 1 else trimesh.util.concatenate(geoms)
@@ -167,7 +173,8 @@ def sample_points(mesh: trimesh.Trimesh,  # a checked triangle mesh (see `load_m
         out = normalize_pc(out)
     elif normalize: out = np.concatenate([np.zeros((1, 3), np.float32), out[:, 3:]], 1)
     if not np.isfinite(out).all():
-        raise MeshError(where, f'coordinates up to {np.abs(raw[:, :3]).max():.3g} overflow float32; sample with normalize=True')
+        big = np.abs(raw[:, :3]).max()
+        raise MeshError(where, f'coordinates up to {big:.3g} overflow float32; sample with normalize=True')
     return out
 
 # %% ../nbs/02_pointclouds.ipynb #d7ac6882

@@ -66,7 +66,8 @@ def retrieval_grid(queries,               # one (H, W, 3) uint8 image or a list 
             ax = axes[r, c]; ax.set_xticks([]); ax.set_yticks([])
             for s in ax.spines.values(): s.set_visible(False)
             if c == 0:
-                ax.imshow(_shrink(queries[r], max_side)); ax.set_xlabel(query_labels[r] or 'query', fontsize=8, fontweight='bold')
+                ax.imshow(_shrink(queries[r], max_side))
+                ax.set_xlabel(query_labels[r] or 'query', fontsize=8, fontweight='bold')
                 continue
             if c - 1 >= len(results[r]): ax.axis('off'); continue
             ax.imshow(_shrink(results[r][c - 1], max_side))
