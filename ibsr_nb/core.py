@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #88933247
 from __future__ import annotations
-import os, io, sys, copy, json, random, pickle, logging, tempfile, contextlib, dataclasses, typing
+import os, io, re, sys, copy, json, time, types, random, pickle, logging, tempfile, contextlib, dataclasses, typing
 from dataclasses import dataclass, field, fields, is_dataclass, asdict
 from pathlib import Path
 import numpy as np
@@ -13,12 +13,40 @@ import yaml
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['SAFE_PICKLE_CLASSES', 'ConfigError', 'Config', 'registry_config', 'set_seed', 'default_device', 'configure_threads',
-           'ibsr_home', 'is_quick', 'quick_or', 'get_logger', 'progress', 'atomic_path', 'atomic_write_text',
-           'atomic_torch_save', 'UnsafePickleError', 'safe_pickle_load', 'environment_report']
+__all__ = ['SAFE_PICKLE_CLASSES', 'IbsrError', 'InputError', 'CheckpointError', 'BusyError', 'read_json', 'ConfigError', 'Config',
+           'registry_config', 'set_seed', 'default_device', 'configure_threads', 'ibsr_home', 'is_quick', 'quick_or',
+           'get_logger', 'progress', 'atomic_path', 'atomic_write_text', 'atomic_torch_save', 'remove_stale_tmp',
+           'output_lock', 'UnsafePickleError', 'safe_pickle_load', 'environment_report']
+
+# %% ../nbs/00_core.ipynb #87147f38
+class IbsrError(ValueError):
+    "An expected failure caused by a file or option: `path` names it, `problem` says what is wrong."
+    def __init__(self, path, problem: str | None = None):
+        if problem is None: super().__init__(path); self.path, self.problem = None, str(path)   # a ready message
+        else: super().__init__(path, problem); self.path, self.problem = path, str(problem)
+    def __str__(self): return self.problem if self.path is None else f'{self.path}: {self.problem}'
+
+class InputError(IbsrError):
+    "A user's file (mesh, image, JSON, config) is unreadable or malformed."
+
+class CheckpointError(IbsrError):
+    "A checkpoint file cannot be used (unreadable, unsafe, or not the expected layout)."
+
+class BusyError(IbsrError):
+    "An output is being written by another process."
+
+# %% ../nbs/00_core.ipynb #5bde2ff6
+def read_json(path, what: str = 'JSON file'):
+    "Parse the JSON file `path`; an `InputError` naming it if missing, not UTF-8, not JSON or nested too deeply."
+    path = Path(path)
+    if not path.is_file(): raise InputError(path, f'{what} not found' if not path.exists() else f'{what} is not a file')
+    try: return json.loads(path.read_text(encoding='utf-8'))
+    except UnicodeDecodeError as e: raise InputError(path, f'not UTF-8 text ({e.reason} at byte {e.start})') from None
+    except ValueError as e: raise InputError(path, f'not valid JSON ({e})') from None
+    except RecursionError: raise InputError(path, 'JSON nested too deeply to read') from None
 
 # %% ../nbs/00_core.ipynb #1d5e8128
-class ConfigError(ValueError):
+class ConfigError(InputError):
     "A configuration file or dict does not match its dataclass."
 
 def _to_plain(v):
@@ -30,39 +58,87 @@ def _to_plain(v):
     if isinstance(v, np.generic): return v.item()
     return v
 
-def _from_plain(tp, v, where):
-    "Rebuild a value of annotated type `tp` from builtins (dataclasses, tuples, paths, Optional)."
+_NUMBER = re.compile(r'[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|nan)', re.I)
+
+def _type_name(tp) -> str:
+    return getattr(tp, '__name__', None) or str(tp).replace('typing.', '')
+
+def _number(v, where, key, want):
+    "A float from an int, float or numeric string (`1e-3`); booleans and other text refused."
+    text_ok = isinstance(v, str) and _NUMBER.fullmatch(v.strip())
+    if isinstance(v, bool) or not (isinstance(v, (int, float)) or text_ok):
+        raise ConfigError(where, f'key {key!r}: expected {want}, got {type(v).__name__} {v!r}')
+    return float(v)
+
+def _from_plain(tp, v, where: str, key: str):
+    "`v` checked against the annotated type `tp` and converted to it; else a `ConfigError` naming `where` and `key`."
     origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if v is None: return None
-    if origin is typing.Union or (sys.version_info >= (3, 10) and origin is getattr(__import__('types'), 'UnionType', None)):
-        inner = [a for a in args if a is not type(None)]
-        return _from_plain(inner[0], v, where) if len(inner) == 1 else v
-    if isinstance(tp, type) and is_dataclass(tp): return tp.from_dict(v, where=where)
-    if tp is Path: return Path(v)
-    if tp is tuple or origin is tuple: return tuple(v)
-    if tp is float and isinstance(v, int) and not isinstance(v, bool): return float(v)
+    bad = lambda want: ConfigError(where, f'key {key!r}: expected {want}, got {type(v).__name__} {v!r}')
+    if tp is typing.Any or tp is object: return v
+    if origin is typing.Union or origin is types.UnionType:
+        if v is None and type(None) in args: return None
+        for a in (a for a in args if a is not type(None)):
+            try: return _from_plain(a, v, where, key)
+            except ConfigError: pass
+        raise bad(' or '.join(_type_name(a) for a in args).replace('NoneType', 'null'))
+    if v is None: raise bad(_type_name(tp))
+    if isinstance(tp, type) and is_dataclass(tp): return tp.from_dict(v, where=f'{where}.{key}' if key else where)
+    if tp is bool:
+        if not isinstance(v, bool): raise bad('true or false')
+        return v
+    if tp is int:
+        x = v if isinstance(v, int) and not isinstance(v, bool) else _number(v, where, key, 'a whole number')
+        if isinstance(x, float) and not (np.isfinite(x) and x.is_integer()): raise bad('a whole number')
+        return int(x)
+    if tp is float: return _number(v, where, key, 'a number')
+    if tp is str:
+        if isinstance(v, int) and not isinstance(v, bool): return str(v)
+        if not isinstance(v, str): raise bad('a string')
+        return v
+    if tp is Path:
+        if not isinstance(v, (str, Path)): raise bad('a path')
+        return Path(v)
+    if tp in (tuple, list) or origin in (tuple, list):
+        if not isinstance(v, (list, tuple)): raise bad('a list')
+        kind = origin or tp
+        if not args: return kind(v)
+        if kind is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(v) != len(args): raise bad(f'a list of {len(args)} items')
+            return tuple(_from_plain(a, x, where, f'{key}[{i}]') for i, (a, x) in enumerate(zip(args, v)))
+        return kind(_from_plain(args[0], x, where, f'{key}[{i}]') for i, x in enumerate(v))
+    if tp is dict or origin is dict:
+        if not isinstance(v, dict): raise bad('a mapping')
+        if not args: return dict(v)
+        return {_from_plain(args[0], k, where, f'{key}.{k}'): _from_plain(args[1], x, where, f'{key}.{k}')
+                for k, x in v.items()}
+    if origin is typing.Literal:
+        if v not in args: raise bad(f'one of {list(args)}')
+        return v
     return v
 
 @dataclass
 class Config:
-    "Mixin for config dataclasses: dict/YAML round-trip with strict keys."
+    "Mixin for config dataclasses: dict/YAML round-trip with strict keys and values checked against the field types."
     def to_dict(self) -> dict: return _to_plain(self)
     def to_yaml(self) -> str: return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     @classmethod
     def from_dict(cls, d: dict, where: str = 'config'):
-        if not isinstance(d, dict): raise ConfigError(f'{where}: expected a mapping for {cls.__name__}, got {type(d).__name__}')
+        if not isinstance(d, dict):
+            raise ConfigError(where, f'expected a mapping for {cls.__name__}, got {type(d).__name__}')
         hints = typing.get_type_hints(cls)
         names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown: raise ConfigError(f'{where}: unknown key(s) {unknown} for {cls.__name__}; valid keys: {sorted(names)}')
-        return cls(**{k: _from_plain(hints[k], v, f'{where}.{k}') for k, v in d.items()})
+        unknown = sorted(set(d) - names, key=str)
+        if unknown:
+            raise ConfigError(where, f'unknown key(s) {unknown} for {cls.__name__}; valid keys: {sorted(names)}')
+        return cls(**{k: _from_plain(hints[k], v, where, k) for k, v in d.items()})
 
     @classmethod
     def from_yaml(cls, text: str, where: str = 'config'):
         try: d = yaml.safe_load(text)
-        except yaml.YAMLError as e: raise ConfigError(f'{where}: not valid YAML ({e})') from None
-        return cls.from_dict(d or {}, where=where)
+        except yaml.YAMLError as e: raise ConfigError(where, f'not valid YAML ({e})') from None
+        except RecursionError: raise ConfigError(where, 'YAML nested too deeply to read') from None
+        return cls.from_dict(d if d is not None else {}, where=where)
 
     def save(self, path):
         "Write the resolved config as YAML (atomically)."
@@ -72,7 +148,10 @@ class Config:
     def load(cls, path):
         path = Path(path)
         if not path.exists(): raise FileNotFoundError(f'{path}: config file not found')
-        return cls.from_yaml(path.read_text(encoding='utf-8'), where=str(path))
+        try: text = path.read_text(encoding='utf-8')
+        except UnicodeDecodeError as e:
+            raise ConfigError(path, f'not UTF-8 text ({e.reason} at byte {e.start})') from None
+        return cls.from_yaml(text, where=str(path))
 
     def replace(self, **kw): return dataclasses.replace(self, **kw)
 
@@ -155,14 +234,24 @@ def progress(iterable=None, desc: str = '', total: int | None = None, **kw):
     return tqdm(iterable, desc=desc, total=total, disable=disable, dynamic_ncols=True, **kw)
 
 # %% ../nbs/00_core.ipynb #0a980667
+def _umask() -> int:
+    "The process umask, read from /proc where possible (setting it to read it is process-wide, racy with threads)."
+    try:
+        for line in Path('/proc/self/status').read_text().splitlines():
+            if line.startswith('Umask:'): return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError): pass
+    old = os.umask(0o022); os.umask(old)
+    return old
+
 @contextlib.contextmanager
 def atomic_path(path):
-    "Yield a temporary path next to `path`; on success it is renamed over `path`, on error removed."
+    "Yield a temporary path next to `path`; on success it gets the umask's mode and replaces `path`; on error removed."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     os.close(fd); tmp = Path(tmp)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())                 # mkstemp made it 0600
         os.replace(tmp, path)
     finally:
         if tmp.exists(): tmp.unlink()
@@ -176,6 +265,34 @@ def atomic_torch_save(obj, path) -> Path:
     "`torch.save` to `path` atomically."
     with atomic_path(path) as tmp: torch.save(obj, tmp)
     return Path(path)
+
+# %% ../nbs/00_core.ipynb #58168dc6
+def remove_stale_tmp(folder,                      # the folder to clean (not recursive)
+                     older_than: float = 3600.0   # only files last modified at least this many seconds ago
+                    ) -> list[Path]:
+    "Delete the temporary files `atomic_path` leaves when a write is killed (`.NAME.XXXX.tmp`); return them."
+    folder, now, removed = Path(folder), time.time(), []
+    if not folder.is_dir(): return removed
+    for p in sorted(folder.glob('.*.tmp')):
+        try:
+            if p.is_file() and not p.is_symlink() and now - p.stat().st_mtime >= older_than:
+                p.unlink(); removed.append(p)
+        except FileNotFoundError: pass                  # another cleaner got there first
+    return removed
+
+# %% ../nbs/00_core.ipynb #cde79bda
+@contextlib.contextmanager
+def output_lock(path,                # the output file or folder to guard
+                timeout: float = 0   # seconds to wait for another writer before giving up
+               ):
+    "Hold an exclusive inter-process lock on writing `path`; `BusyError` if another process holds it."
+    from filelock import FileLock, Timeout
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path.parent/f'.{path.name}.lock', timeout=timeout)
+    try: lock.acquire()
+    except Timeout: raise BusyError(path, 'busy: another process is writing it') from None
+    try: yield path
+    finally: lock.release()
 
 # %% ../nbs/00_core.ipynb #53535aef
 class UnsafePickleError(pickle.UnpicklingError):

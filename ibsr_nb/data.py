@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_data.ipynb #2f00729f
 from __future__ import annotations
-import os, json, time, shutil, hashlib, contextlib
+import os, json, math, time, shutil, hashlib, warnings, contextlib
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -12,21 +12,22 @@ import pandas as pd
 import torch
 import trimesh
 from PIL import Image, ImageOps, UnidentifiedImageError
-from .core import Config, ibsr_home, is_quick, get_logger, progress, safe_pickle_load
+from .core import Config, InputError, ibsr_home, is_quick, get_logger, progress, safe_pickle_load
 from .shapes import CATEGORIES, Shape, make_shape, mesh_hash
-from .pointclouds import MESH_EXTENSIONS, MeshError, load_mesh, sample_points, _bake_texture
+from .pointclouds import MESH_EXTENSIONS, MeshError, load_mesh, sample_points, bake_texture
 from .render import render_multiview, synth_query
 
 _log = get_logger('data')
 
 # %% auto #0
-__all__ = ['GENERATOR_VERSION', 'BENCHMARKS', 'CORPORA', 'FURNITURE', 'ARRAYS', 'TABLES', 'IMAGE_EXTENSIONS', 'PIX3D_REQUIRED',
-           'PIX3D_FRONT', 'REAL_BENCHMARKS', 'BenchmarkSpec', 'benchmark_spec', 'BenchmarkCacheError', 'Benchmark',
-           'benchmark_dir', 'load_benchmark', 'QueryShapeDataset', 'ShapeViewDataset', 'plot_points', 'DatasetError',
-           'safe_join', 'load_image', 'load_mask', 'load_pix3d', 'load_cmic_split', 'load_cmic_renderings',
-           'face_front', 'write_tiny_pix3d', 'MeshFolder', 'ImageFolder', 'RealDataset', 'real_data_help',
-           'real_data_dir', 'real_benchmark_available', 'RealBenchmarkSpec', 'real_benchmark_spec', 'real_records',
-           'load_real_mesh', 'crop_photo', 'build_real_benchmark']
+__all__ = ['GENERATOR_VERSION', 'BENCHMARKS', 'CORPORA', 'FURNITURE', 'ARRAYS', 'TABLES', 'IMAGE_EXTENSIONS', 'IMAGE_MAX_SIDE',
+           'IMAGE_MAX_PIXELS', 'PIX3D_REQUIRED', 'PIX3D_FRONT', 'REAL_BENCHMARKS', 'BenchmarkSpec', 'benchmark_spec',
+           'BenchmarkCacheError', 'Benchmark', 'benchmark_dir', 'load_benchmark', 'QueryShapeDataset',
+           'ShapeViewDataset', 'plot_points', 'DatasetError', 'safe_join', 'ImageError', 'load_image', 'load_mask',
+           'load_pix3d', 'load_cmic_split', 'load_cmic_renderings', 'face_front', 'write_tiny_pix3d', 'MeshFolder',
+           'ImageFolder', 'RealDataset', 'real_data_help', 'real_data_dir', 'real_benchmark_available',
+           'RealBenchmarkSpec', 'real_benchmark_spec', 'real_records', 'load_real_mesh', 'crop_photo',
+           'build_real_benchmark']
 
 # %% ../nbs/04_data.ipynb #c1360c88
 GENERATOR_VERSION = '1'
@@ -193,7 +194,8 @@ class Benchmark:
         r = self.shapes.iloc[i]
         if self.name in BENCHMARKS + CORPORA: return make_shape(r['category'], int(r['seed']))
         if self.data_root is None: raise DatasetError(f'{self.name}: shape {i} is a mesh in the dataset folder; load the benchmark with data_root= (or $IBSR_DATA_ROOT)')
-        mesh = _bake_texture(load_real_mesh(safe_join(Path(self.data_root), r['model'], f'{self.name} shape {i}'), self.spec.front))
+        path = safe_join(Path(self.data_root), r['model'], f'{self.name} shape {i}')
+        mesh = bake_texture(load_real_mesh(path, self.spec.front))
         return Shape(r['category'], int(r['seed']), mesh, np.zeros(len(mesh.faces), int), {}, r['caption'], ['mesh'], [])
 
     def __repr__(self):
@@ -285,7 +287,7 @@ def plot_points(ax, points: np.ndarray, azimuth: float = 30.0, elevation: float 
     for sp in ax.spines.values(): sp.set_visible(False)
 
 # %% ../nbs/04_data.ipynb #6916eb95
-class DatasetError(ValueError):
+class DatasetError(InputError):
     "A dataset file (JSON, pickle, image, folder) is malformed; the message names the file and the problem."
 
 def safe_join(root: Path, rel: str, where: str) -> Path:
@@ -297,36 +299,84 @@ def safe_join(root: Path, rel: str, where: str) -> Path:
 
 # %% ../nbs/04_data.ipynb #d93921bc
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.gif')
+IMAGE_MAX_SIDE = 4096        # images are decoded to at most this many pixels on their long side
+IMAGE_MAX_PIXELS = 2 ** 27   # and never more than this many pixels are decoded (about 400 MB as RGB)
 
-def _open_image(path) -> Image.Image:
+class ImageError(DatasetError):
+    "An image file cannot be used: unreadable, truncated, or too large to decode."
+
+_T = Image.Transpose
+_EXIF_TRANSPOSE = {2: _T.FLIP_LEFT_RIGHT, 3: _T.ROTATE_180, 4: _T.FLIP_TOP_BOTTOM,
+                   5: _T.TRANSPOSE, 6: _T.ROTATE_270, 7: _T.TRANSVERSE, 8: _T.ROTATE_90}
+_REDUCIBLE = ('L', 'LA', 'RGB', 'RGBA', 'CMYK', 'I', 'F')
+
+def _decode(path: Path, max_side: int | None, max_pixels: int) -> tuple[Image.Image, bool]:
+    "Decode `path` (JPEG at a reduced scale when large); (image, whether it was 16-bit), 16-bit turned to mode 'I'."
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', Image.DecompressionBombWarning)        # our own limit below decides
+        im = Image.open(path)
+        w, h = im.size
+        if w == 0 or h == 0: raise ImageError(path, 'empty image (0 pixels)')
+        if max_side and im.format == 'JPEG' and max(w, h) > max_side:
+            f = max(w, h) / max_side
+            im.draft(im.mode, (math.ceil(w / f), math.ceil(h / f)))           # decode at 1/2, 1/4 or 1/8 scale
+        if im.width * im.height > max_pixels:
+            raise ImageError(path, f'{w}x{h} image: decoding {im.width * im.height:,} pixels is over the limit of '
+                                   f'{max_pixels:,} (max_pixels)')
+        im.load()
+    sixteen = im.mode.startswith('I;16')
+    return (im.convert('I') if sixteen else im), sixteen
+
+def _open_image(path,
+                max_side: int | None = IMAGE_MAX_SIDE,   # long side of the result at most (None: full size)
+                max_pixels: int = IMAGE_MAX_PIXELS       # refuse images that would decode to more pixels
+               ) -> tuple[Image.Image, bool]:
+    "Decode an image bounded in pixels, reduced to `max_side`, EXIF orientation applied; errors name the file."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f'{path}: image file not found')
+    if path.is_dir(): raise ImageError(path, 'is a directory, not an image file')
     try:
-        im = Image.open(path); im.load()
-    except UnidentifiedImageError: raise DatasetError(f'{path}: not a readable image file') from None
-    except (OSError, SyntaxError, ValueError) as e: raise DatasetError(f'{path}: truncated or corrupt image ({e})') from None
-    if im.width == 0 or im.height == 0: raise DatasetError(f'{path}: empty image (0 pixels)')
-    return ImageOps.exif_transpose(im)
+        im, sixteen = _decode(path, max_side, max_pixels)
+        try: orientation = im.getexif().get(0x0112)
+        except Exception:
+            orientation = None                                    # a broken EXIF block is not a broken picture
+        if max_side and max(im.size) > max_side:
+            if im.mode not in _REDUCIBLE:
+                im = im.convert('RGBA' if 'A' in im.mode or 'transparency' in im.info else 'RGB')
+            im = im.reduce(math.ceil(max(im.size) / max_side))
+        if orientation in _EXIF_TRANSPOSE: im = im.transpose(_EXIF_TRANSPOSE[orientation])
+    except ImageError: raise
+    except Image.DecompressionBombError as e:
+        raise ImageError(path, f'too many pixels to decode safely ({e})') from None
+    except UnidentifiedImageError: raise ImageError(path, 'not a readable image file') from None
+    except MemoryError: raise ImageError(path, 'not enough memory to decode the image') from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageError(path, f'truncated or corrupt image ({e})') from None
+    return im, sixteen
 
-def load_image(path) -> np.ndarray:
-    "Read an image as (H, W, 3) uint8 RGB, converting grayscale, palette, 16-bit, float and alpha images."
-    im, path = _open_image(path), Path(path)
-    if im.mode in ('I;16', 'I;16B', 'I;16L', 'I', 'F'):
+def load_image(path,
+               max_side: int | None = IMAGE_MAX_SIDE,   # long side of the result at most (None: full size)
+               max_pixels: int = IMAGE_MAX_PIXELS       # refuse images that would decode to more pixels
+              ) -> np.ndarray:
+    "An image as (H, W, 3) uint8 RGB at most `max_side` px long; grayscale, palette, 16-bit, float, alpha converted."
+    (im, sixteen), path = _open_image(path, max_side, max_pixels), Path(path)
+    if im.mode in ('I', 'F'):
         a = np.asarray(im).astype(np.float64)
-        if not np.isfinite(a).all(): raise DatasetError(f'{path}: image has non-finite values')
+        if not np.isfinite(a).all(): raise ImageError(path, 'image has non-finite values')
         if im.mode == 'F':
-            if a.min() < 0 or a.max() > 255: raise DatasetError(f'{path}: float image values {a.min():.3g}..{a.max():.3g} outside [0, 255]')
+            if a.min() < 0 or a.max() > 255:
+                raise ImageError(path, f'float image values {a.min():.3g}..{a.max():.3g} outside [0, 255]')
             a = a * 255 if a.max() <= 1.0 else a
-        else: a = a / 257.0 if a.max() > 255 or im.mode.startswith('I;16') else a
+        else: a = a / 257.0 if a.max() > 255 or sixteen else a
         return np.repeat(np.clip(a + 0.5, 0, 255).astype(np.uint8)[..., None], 3, -1)
     if im.mode in ('RGBA', 'LA', 'PA') or (im.mode == 'P' and 'transparency' in im.info):
         rgba = im.convert('RGBA'); bg = Image.new('RGBA', rgba.size, (255, 255, 255, 255))
         return np.asarray(Image.alpha_composite(bg, rgba).convert('RGB'))
     return np.asarray(im.convert('RGB'))
 
-def load_mask(path) -> np.ndarray:
-    "Read a mask image as (H, W) bool (grayscale > 127)."
-    return load_image(path).mean(-1) > 127
+def load_mask(path, max_side: int | None = IMAGE_MAX_SIDE, max_pixels: int = IMAGE_MAX_PIXELS) -> np.ndarray:
+    "Read a mask image as (H, W) bool (grayscale > 127), bounded like `load_image`."
+    return load_image(path, max_side, max_pixels).mean(-1) > 127
 
 # %% ../nbs/04_data.ipynb #79da4d84
 PIX3D_REQUIRED = ('img', 'mask', 'category', 'model')
@@ -342,6 +392,7 @@ def load_pix3d(json_path,                       # pix3d.json or a CMIC split jso
     if not json_path.exists(): raise FileNotFoundError(f'{json_path}: dataset file not found')
     try: records = json.loads(json_path.read_text(encoding='utf-8'))
     except (ValueError, UnicodeDecodeError) as e: raise DatasetError(f'{json_path}: not valid JSON ({e})') from None
+    except RecursionError: raise DatasetError(json_path, 'JSON nested too deeply to read') from None
     if not isinstance(records, list): raise DatasetError(f'{json_path}: expected a list of records (pix3d.json schema), got a {type(records).__name__}')
     rows = []
     for i, rec in enumerate(records):
@@ -665,7 +716,7 @@ def build_real_benchmark(spec: RealBenchmarkSpec, data_dir) -> dict:
         try:
             mesh = load_real_mesh(r.model_path, spec.front)
             points.append(sample_points(mesh, spec.n_points, seed=spec.seed))     # colours from the texture, when there is one
-            mv = render_multiview(_bake_texture(mesh), spec.n_views, spec.view_size)
+            mv = render_multiview(bake_texture(mesh), spec.n_views, spec.view_size)
         except MeshError as e: raise DatasetError(f'{where(r)}: {e}') from None
         views.append(mv['rgb']); grays.append(mv['gray'])
         shapes.append(dict(shape_id=r.shape_id, category=r.category, instance=r.instance, caption=f'a {r.category}', split='train',
@@ -673,7 +724,7 @@ def build_real_benchmark(spec: RealBenchmarkSpec, data_dir) -> dict:
     row_of = {s['shape_id']: i for i, s in enumerate(shapes)}
     queries, images, masks = [], [], []
     for r in progress(list(recs.itertuples()), desc=f'{spec.name}: photos'):
-        try: img, mask = load_image(r.img_path), load_mask(r.mask_path)
+        try: img, mask = load_image(r.img_path, max_side=None), load_mask(r.mask_path, max_side=None)  # full-size bbox
         except (DatasetError, FileNotFoundError) as e: raise DatasetError(f'{where(r)}: {e}') from None
         if mask.shape != img.shape[:2]:
             _log.warning(f'{where(r)}: mask {r.mask_path} is {mask.shape[1]}x{mask.shape[0]} but its photo {img.shape[1]}x{img.shape[0]}; resized the mask')

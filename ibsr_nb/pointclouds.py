@@ -8,58 +8,69 @@ from pathlib import Path
 import numpy as np
 import torch
 import trimesh
+from .core import InputError
 
 # %% auto #0
-__all__ = ['MESH_EXTENSIONS', 'MISSING_RGB', 'UP_AXIS', 'MeshError', 'check_mesh', 'load_mesh', 'surface_colors',
-           'sample_surface', 'sample_points', 'normalize_pc', 'convert_up_axis', 'augment_points', 'resample']
+__all__ = ['MESH_EXTENSIONS', 'OTHER_3D_EXTENSIONS', 'MISSING_RGB', 'UP_AXIS', 'MeshError', 'find_mesh_files', 'check_mesh',
+           'surface_colors', 'face_colors', 'bake_texture', 'bake_colors', 'load_mesh', 'sample_surface',
+           'sample_points', 'normalize_pc', 'convert_up_axis', 'augment_points', 'resample']
 
 # %% ../nbs/02_pointclouds.ipynb #a5b55ec6
-MESH_EXTENSIONS = ('.obj', '.glb', '.gltf', '.ply', '.off', '.stl')
+_FORMATS = ('.obj', '.glb', '.gltf', '.ply', '.off', '.stl', '.3mf', '.dae')
+_NEEDS = {'.3mf': 'the packages lxml and networkx', '.dae': 'the package pycollada'}
+MESH_EXTENSIONS = tuple(e for e in _FORMATS if e[1:] in trimesh.available_formats())   # what loads here
+OTHER_3D_EXTENSIONS = tuple(sorted(set(_FORMATS) - set(MESH_EXTENSIONS)) + [        # 3D files we cannot read
+    '.3ds', '.3dxml', '.abc', '.blend', '.brep', '.c4d', '.ctm', '.fbx', '.iges', '.igs', '.ifc', '.lwo', '.ma',
+    '.max', '.mb', '.skp', '.step', '.stp', '.usd', '.usda', '.usdc', '.usdz', '.vrml', '.wrl', '.x3d', '.zae'])
 
-class MeshError(ValueError):
+class MeshError(InputError):
     "A mesh file or mesh that cannot be used as a surface (unreadable, empty, non-finite, zero area)."
 
+def find_mesh_files(root) -> tuple[list[Path], list[Path]]:
+    "(mesh files that load, 3D files in formats that do not) under `root`, sorted; hidden files and folders skipped."
+    root = Path(root)
+    if not root.is_dir(): raise FileNotFoundError(f'{root}: mesh folder not found')
+    hidden = lambda p: any(s.startswith('.') for s in p.relative_to(root).parts)
+    files = sorted(p for p in root.rglob('*') if p.is_file() and not hidden(p))
+    return ([p for p in files if p.suffix.lower() in MESH_EXTENSIONS],
+            [p for p in files if p.suffix.lower() in OTHER_3D_EXTENSIONS])
+
 def check_mesh(mesh: trimesh.Trimesh, where: str = 'mesh') -> trimesh.Trimesh:
-    "Raise `MeshError` naming `where` unless `mesh` has triangles, finite vertices and positive area."
-    if not isinstance(mesh, trimesh.Trimesh): raise MeshError(f'{where}: expected a triangle mesh, got {type(mesh).__name__}')
-    if len(mesh.faces) == 0: raise MeshError(f'{where}: has no triangles (empty mesh)')
-    bad = ~np.isfinite(mesh.vertices).all(1)
-    if bad.any(): raise MeshError(f'{where}: {int(bad.sum())} of {len(bad)} vertices have non-finite (NaN/inf) coordinates')
-    if mesh.faces.max() >= len(mesh.vertices) or mesh.faces.min() < 0: raise MeshError(f'{where}: face indices out of range')
-    if not mesh.area > 1e-12: raise MeshError(f'{where}: surface area is zero (every triangle is degenerate)')
+    "Raise `MeshError` naming `where` unless `mesh` has triangles, finite coordinates and a finite, positive area."
+    if not isinstance(mesh, trimesh.Trimesh):
+        raise MeshError(where, f'expected a triangle mesh, got {type(mesh).__name__}')
+    if len(mesh.faces) == 0: raise MeshError(where, 'has no triangles (empty mesh)')
+    v = np.asarray(mesh.vertices, np.float64)
+    bad = ~np.isfinite(v).all(1)
+    if bad.any():
+        raise MeshError(where, f'{int(bad.sum())} of {len(bad)} vertices have non-finite (NaN/inf) coordinates')
+    if mesh.faces.max() >= len(v) or mesh.faces.min() < 0: raise MeshError(where, 'face indices out of range')
+    with np.errstate(over='ignore', invalid='ignore'):
+        extent, area = float((v.max(0) - v.min(0)).max()), float(mesh.area)
+    if not (np.isfinite(extent) and np.isfinite(area)):
+        raise MeshError(where, f'coordinates too large (up to {np.abs(v).max():.3g}): the surface area overflows')
+    if not (area > 0 and area > 1e-12 * extent ** 2):
+        raise MeshError(where, 'surface area is zero (every triangle is degenerate)')
     return mesh
 
-def _bake_texture(g: trimesh.Trimesh) -> trimesh.Trimesh:
-    "Replace a texture by per-vertex colours sampled at the vertices' UVs."
-    if g.visual.kind == 'texture': g.visual = g.visual.to_color()
-    return g
-
-def load_mesh(path) -> trimesh.Trimesh:
-    "Read a mesh file (scenes flattened with their transforms) and check it; errors name the file."
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f'{path}: mesh file not found')
-    if path.is_dir(): raise MeshError(f'{path}: is a directory, not a mesh file')
-    if path.suffix.lower() not in MESH_EXTENSIONS:
-        raise MeshError(f'{path}: unsupported mesh format {path.suffix!r}; expected one of {MESH_EXTENSIONS}')
-    try: loaded = trimesh.load(path, process=False)
-    except Exception as e: raise MeshError(f'{path}: could not read the file as a mesh ({type(e).__name__}: {e})') from None
-    if isinstance(loaded, trimesh.Scene):
-        geoms = [g for g in loaded.dump() if isinstance(g, trimesh.Trimesh) and len(g.faces)]
-        if not geoms: raise MeshError(f'{path}: the scene holds no triangle meshes (empty scene)')
-        if len(geoms) > 1: geoms = [_bake_texture(g) for g in geoms]
-        mesh = geoms[0] if len(geoms) == 1 else trimesh.util.concatenate(geoms)
-    elif isinstance(loaded, trimesh.Trimesh): mesh = loaded
-    elif isinstance(loaded, trimesh.PointCloud): raise MeshError(f'{path}: holds a point cloud without faces, not a surface mesh')
-    else: raise MeshError(f'{path}: holds a {type(loaded).__name__}, not a triangle mesh')
-    mesh.metadata.update(file_name=path.name, source=str(path))
-    return check_mesh(mesh, str(path))
-
-# %% ../nbs/02_pointclouds.ipynb #fc3e1006
+# %% ../nbs/02_pointclouds.ipynb #9a194c64
 MISSING_RGB = 0.4   # colour of colourless inputs (OpenShape, ULIP-2)
 
 def _texture_image(material):
-    "The base-colour texture of a trimesh material (simple or PBR), or None."
-    return getattr(material, 'image', None) or getattr(material, 'baseColorTexture', None)
+    "The base-colour texture of a trimesh material (simple or PBR) as an RGB(A) image, or None."
+    img = getattr(material, 'image', None) or getattr(material, 'baseColorTexture', None)
+    if img is not None and img.mode not in ('RGB', 'RGBA'): img = img.convert('RGBA')
+    return img
+
+def _vertex_rgba(mesh: trimesh.Trimesh) -> np.ndarray:
+    "(V, 4) uint8 colours of a textured mesh's vertices: the texture at their UVs, else the material's colour."
+    try: c = np.asarray(mesh.visual.to_color().vertex_colors, np.uint8)
+    except Exception: c = np.zeros((0, 4), np.uint8)
+    if c.ndim != 2 or len(c) != len(mesh.vertices):                          # no usable UVs: one colour
+        main = np.asarray(getattr(mesh.visual.material, 'main_color', None) if c.ndim != 1 else c, float).ravel()
+        main = main if main.size >= 3 else np.full(3, round(MISSING_RGB * 255))
+        c = np.tile(np.r_[main[:3], 255].astype(np.uint8), (len(mesh.vertices), 1))
+    return c
 
 def surface_colors(mesh: trimesh.Trimesh,
                    face_idx: np.ndarray,   # (n,) triangle of each point
@@ -70,15 +81,68 @@ def surface_colors(mesh: trimesh.Trimesh,
     if v.kind == 'texture':
         img = _texture_image(v.material)
         if img is not None and v.uv is not None and len(v.uv) == len(mesh.vertices):
-            uv = (v.uv[mesh.faces[face_idx]] * bary[..., None]).sum(1)          # (n, 2)
+            uv = np.nan_to_num((v.uv[mesh.faces[face_idx]] * bary[..., None]).sum(1))       # (n, 2)
             return trimesh.visual.color.uv_to_interpolated_color(uv, img)[:, :3] / 255.0
-        v = v.to_color()                                                       # material colour only
+        v = trimesh.visual.ColorVisuals(mesh, vertex_colors=_vertex_rgba(mesh))   # material colour only
     if v.kind == 'face': return np.asarray(v.face_colors[face_idx, :3], float) / 255.0
     if v.kind == 'vertex':
         vc = np.asarray(v.vertex_colors[:, :3], float)[mesh.faces[face_idx]]  # (n, 3 corners, 3)
         return (vc * bary[..., None]).sum(1) / 255.0
     return np.full((len(face_idx), 3), MISSING_RGB)
 
+def face_colors(mesh: trimesh.Trimesh) -> np.ndarray:
+    "(F, 3) uint8 colour of each triangle, any visual: a texture read at its centre, vertex colours averaged."
+    if mesh.visual.kind != 'texture' and mesh.visual.kind is not None:
+        return np.asarray(mesh.visual.face_colors)[:, :3].astype(np.uint8)
+    c = surface_colors(mesh, np.arange(len(mesh.faces)), np.full((len(mesh.faces), 3), 1 / 3))
+    return (np.clip(c, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+def bake_texture(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
+    "`mesh` with a texture replaced (in place) by per-vertex colours sampled at the vertices' UVs; others unchanged."
+    if mesh.visual.kind == 'texture': mesh.visual = trimesh.visual.ColorVisuals(mesh, vertex_colors=_vertex_rgba(mesh))
+    return mesh
+
+def bake_colors(mesh: trimesh.Trimesh) -> trimesh.Trimesh:
+    "A copy of `mesh` whose colour, of any kind, is per-vertex colour (faces get their own corners; none: grey 0.4)."
+    kind = mesh.visual.kind
+    if kind == 'texture': return bake_texture(mesh.copy())
+    if kind == 'vertex': return mesh.copy()
+    rgb = face_colors(mesh) if kind == 'face' else np.full((len(mesh.faces), 3), round(MISSING_RGB * 255), np.uint8)
+    out = trimesh.Trimesh(mesh.vertices[mesh.faces].reshape(-1, 3), np.arange(3 * len(mesh.faces)).reshape(-1, 3),
+                          process=False, metadata=dict(mesh.metadata))
+    out.visual.vertex_colors = np.repeat(np.c_[rgb, np.full(len(rgb), 255, np.uint8)], 3, 0)
+    return out
+
+# %% ../nbs/02_pointclouds.ipynb #7dd407a8
+def load_mesh(path) -> trimesh.Trimesh:
+    "Read a mesh file (scenes flattened with their transforms, each primitive keeping its colour) and check it."
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f'{path}: mesh file not found')
+    if path.is_dir(): raise MeshError(path, 'is a directory, not a mesh file')
+    if path.stat().st_size == 0: raise MeshError(path, 'empty file (0 bytes): no triangle meshes')
+    ext = path.suffix.lower()
+    if ext not in MESH_EXTENSIONS:
+        need = f' (reading it needs {_NEEDS[ext]})' if ext in _NEEDS else ''
+        raise MeshError(path, f'unsupported mesh format {path.suffix!r}{need}; '
+                              f'readable formats: {", ".join(MESH_EXTENSIONS)}')
+    try: loaded = trimesh.load(path, process=False)
+    except Exception as e:
+        raise MeshError(path, f'could not read the file as a mesh ({type(e).__name__}: {e})') from None
+    if isinstance(loaded, trimesh.Scene):
+        try: geoms = [g for g in loaded.dump() if isinstance(g, trimesh.Trimesh) and len(g.faces)]
+        except Exception as e:
+            raise MeshError(path, f'could not place the scene\'s geometry ({type(e).__name__}: {e})') from None
+        if not geoms: raise MeshError(path, 'the scene holds no triangle meshes (empty scene)')
+        if len(geoms) > 1 and any(g.visual.kind for g in geoms): geoms = [bake_colors(g) for g in geoms]
+        mesh = geoms[0] if len(geoms) == 1 else trimesh.util.concatenate(geoms)
+    elif isinstance(loaded, trimesh.Trimesh): mesh = loaded
+    elif isinstance(loaded, trimesh.PointCloud):
+        raise MeshError(path, f'holds a point cloud without faces ({len(loaded.vertices)} points), not a surface mesh')
+    else: raise MeshError(path, f'holds a {type(loaded).__name__}, not a triangle mesh')
+    mesh.metadata.update(file_name=path.name, source=str(path))
+    return check_mesh(mesh, str(path))
+
+# %% ../nbs/02_pointclouds.ipynb #fc3e1006
 def sample_surface(mesh: trimesh.Trimesh, n: int, seed: int = 0):
     "Area-weighted uniform surface samples: (points (n, 3), face index (n,), barycentric (n, 3))."
     rng = np.random.default_rng(seed)
@@ -99,8 +163,18 @@ def sample_points(mesh: trimesh.Trimesh,  # a checked triangle mesh (see `load_m
     check_mesh(mesh, where)
     if int(n) < 1: raise ValueError(f'{where}: n must be >= 1 points, got {n}')
     pts, face, bary = sample_surface(mesh, int(n), seed)
-    out = np.concatenate([pts, surface_colors(mesh, face, bary)], 1).astype(np.float32)
-    if normalize: out = normalize_pc(out) if n > 1 else np.concatenate([np.zeros((1, 3), np.float32), out[:, 3:]], 1)
+    raw = np.concatenate([pts, surface_colors(mesh, face, bary)], 1)          # float64
+    out = raw.astype(np.float32)
+    if normalize and n > 1:
+        xyz = raw[:, :3]
+        if not (1e-4 < np.ptp(xyz, 0).max() and np.abs(xyz).max() < 1e18):    # squared radii out of float32's range
+            xyz = xyz - xyz.mean(0)
+            out[:, :3] = xyz / np.abs(xyz).max()                              # rescaled in float64 first
+        out = normalize_pc(out)
+    elif normalize: out = np.concatenate([np.zeros((1, 3), np.float32), out[:, 3:]], 1)
+    if not np.isfinite(out).all():
+        big = np.abs(raw[:, :3]).max()
+        raise MeshError(where, f'coordinates up to {big:.3g} overflow float32; sample with normalize=True')
     return out
 
 # %% ../nbs/02_pointclouds.ipynb #d7ac6882

@@ -10,6 +10,7 @@ import numpy as np
 import trimesh
 from PIL import Image, ImageDraw, ImageFilter
 from .shapes import Shape, shape_rng
+from .pointclouds import surface_colors
 
 # %% auto #0
 __all__ = ['RAY_ENGINES', 'GRAY_ALBEDO', 'VIEW_ELEVATION', 'VIEW_FOV', 'Camera', 'has_embree', 'resolve_engine',
@@ -120,12 +121,16 @@ def render(mesh: trimesh.Trimesh, camera: Camera, size: int = 64,
            intersector=None, engine: str = 'auto') -> dict:
     "Ray-cast `mesh`: rgb (H, W, 3) uint8, mask (H, W) bool, depth (H, W) float32 (0 = background), gray, face."
     hit = cast(mesh, camera, size, intersector, engine)
-    fc = np.asarray(mesh.visual.face_colors if face_colors is None else face_colors)[:, :3].astype(float) / 255.0
     tri = hit['face'].reshape(-1)[hit['idx']]
+    if face_colors is None and mesh.visual.kind == 'texture':                   # the texture at each hit point
+        albedo = surface_colors(mesh, tri, trimesh.triangles.points_to_barycentric(mesh.triangles[tri], hit['loc']))
+    else:
+        fc = np.asarray(mesh.visual.face_colors if face_colors is None else face_colors)[:, :3].astype(float) / 255.0
+        albedo = fc[tri]
     light = default_light(camera) if light_dir is None else np.asarray(light_dir, float) / np.linalg.norm(light_dir)
     normals, dirs = mesh.face_normals[tri], hit['dirs'][hit['idx']]
     rgb, gray = _fill(background, size).reshape(-1, 3), np.ones(size * size)
-    rgb[hit['idx']] = lambert(fc[tri], normals, dirs, light, ambient, diffuse, light_color)
+    rgb[hit['idx']] = lambert(albedo, normals, dirs, light, ambient, diffuse, light_color)
     gray[hit['idx']] = lambert(np.full((len(tri), 1), GRAY_ALBEDO), normals, dirs, light, ambient, diffuse)[:, 0]
     to8 = lambda a: (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
     return dict(rgb=to8(rgb).reshape(size, size, 3), mask=hit['face'] >= 0, depth=hit['depth'],

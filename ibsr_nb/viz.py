@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import trimesh
 from .core import atomic_path
+from .pointclouds import face_colors
 
 # %% auto #0
 __all__ = ['shape_thumbnail', 'retrieval_grid', 'save_figure', 'plot_points', 'plot_mesh', 'results_3d', 'write_html']
@@ -25,11 +26,20 @@ def shape_thumbnail(mesh: trimesh.Trimesh,   # any triangle mesh
     m = mesh.copy()
     lo, hi = m.bounds
     m.apply_translation(-(lo + hi) / 2)
-    m.apply_scale(1.0 / max(float((hi - lo).max()), 1e-12))
+    m.apply_scale(1.0 / max(float((hi - lo).max()), np.finfo(float).tiny))   # any scale: 1e-20 wide models too
     cam = Camera(azimuth, elevation, fit_distance(m))
     return render(m, cam, size, background=background)['rgb']
 
 # %% ../nbs/31_viz.ipynb #a9c3a49f
+def _shrink(img, max_side: int) -> np.ndarray:
+    "`img` reduced by an integer factor (box filter) so its long side is at most `max_side` pixels."
+    a = np.asarray(img)
+    k = -(-max(a.shape[:2]) // max_side)
+    if k <= 1: return a
+    if a.dtype != np.uint8: return a[::k, ::k]
+    from PIL import Image
+    return np.asarray(Image.fromarray(a).reduce(k))
+
 def _frame(ax, color, width=4):
     for s in ax.spines.values(): s.set_visible(True); s.set_edgecolor(color); s.set_linewidth(width)
 
@@ -38,7 +48,8 @@ def retrieval_grid(queries,               # one (H, W, 3) uint8 image or a list 
                    labels=None,           # per query: list of captions under each result (e.g. 'score\nshape id')
                    hits=None,             # per query: list of True/False (ground truth known) or None
                    query_labels=None,     # caption under each query image
-                   cell: float = 1.6      # inches per picture
+                   cell: float = 1.6,     # inches per picture
+                   max_side: int = 512    # pictures are shrunk to at most this many pixels a side
                   ):
     "A matplotlib Figure: each row a query followed by its ranked results, hits framed green and misses red."
     import matplotlib.pyplot as plt
@@ -55,10 +66,11 @@ def retrieval_grid(queries,               # one (H, W, 3) uint8 image or a list 
             ax = axes[r, c]; ax.set_xticks([]); ax.set_yticks([])
             for s in ax.spines.values(): s.set_visible(False)
             if c == 0:
-                ax.imshow(np.asarray(queries[r])); ax.set_xlabel(query_labels[r] or 'query', fontsize=8, fontweight='bold')
+                ax.imshow(_shrink(queries[r], max_side))
+                ax.set_xlabel(query_labels[r] or 'query', fontsize=8, fontweight='bold')
                 continue
             if c - 1 >= len(results[r]): ax.axis('off'); continue
-            ax.imshow(np.asarray(results[r][c - 1]))
+            ax.imshow(_shrink(results[r][c - 1], max_side))
             lab = labels[r][c - 1] if labels[r] is not None else ''
             ax.set_xlabel(f'#{c}' + (f'\n{lab}' if lab else ''), fontsize=7)
             if hits[r] is not None: _frame(ax, '#1a9641' if hits[r][c - 1] else '#d7191c')
@@ -88,7 +100,7 @@ def _trace_points(points, max_points=4000, size=2.0, seed=0):
 def _trace_mesh(mesh: trimesh.Trimesh):
     import plotly.graph_objects as go
     v, f = np.asarray(mesh.vertices), np.asarray(mesh.faces)
-    fc = np.asarray(mesh.visual.face_colors)[:, :3] if mesh.visual.kind in ('face', 'vertex') else np.full((len(f), 3), 180)
+    fc = face_colors(mesh) if mesh.visual.kind else np.full((len(f), 3), 180)              # textures too
     return go.Mesh3d(x=v[:, 0], y=v[:, 2], z=v[:, 1], i=f[:, 0], j=f[:, 1], k=f[:, 2],
                      facecolor=[f'rgb({r},{g},{b})' for r, g, b in fc], flatshading=True)
 
