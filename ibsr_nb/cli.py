@@ -75,7 +75,9 @@ def _index(p):
         if res['skipped']:
             print(f"skipped {len(res['skipped'])} unreadable file(s):")
             for s in res['skipped']: print(f"  {s['file']}: {s['reason']}")
-        if res['other_files']: print(f"ignored {len(res['other_files'])} file(s) that are not meshes, e.g. {res['other_files'][0]}")
+        if res['unsupported']:
+            print(f"not indexed: {len(res['unsupported'])} 3D file(s) in formats that cannot be read here:")
+            for f in res['unsupported']: print(f'  {f}')
         return 0
     return run
 

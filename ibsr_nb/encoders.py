@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .core import ibsr_home
+from .core import IbsrError
 from .models.point import POINT_CONFIGS, create_point_encoder
 from .models.image import create_tower, encode_images_cached
 from .pretrained import REGISTRY as PUBLISHED, get_spec, load_pretrained, read_checkpoint
@@ -23,7 +23,7 @@ __all__ = ['ENCODERS', 'EncoderError', 'Encoder', 'as_encoder', 'EncoderEntry', 
            'create_encoder', 'parse_spec', 'load_encoder']
 
 # %% ../nbs/10b_encoders.ipynb #759e6198
-class EncoderError(ValueError):
+class EncoderError(IbsrError):
     "An encoder name, spec or weights file that cannot be used (the message names it and says why)."
 
 class Encoder(nn.Module):

@@ -4,22 +4,22 @@
 
 # %% ../nbs/10c_search.ipynb #d57d9809
 from __future__ import annotations
-import os, json, uuid
+import os, json, uuid, contextlib
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
-from .core import atomic_write_text, atomic_path, progress
-from .pointclouds import MESH_EXTENSIONS, load_mesh, sample_points, convert_up_axis
+from .core import atomic_write_text, atomic_path, progress, output_lock, remove_stale_tmp
+from .pointclouds import MESH_EXTENSIONS, find_mesh_files, load_mesh, sample_points, convert_up_axis
 from .data import load_image
 from .index import ShapeIndex
 from .encoders import Encoder, EncoderError, ENCODERS, as_encoder, load_encoder
 from .viz import retrieval_grid, save_figure, shape_thumbnail, results_3d, write_html
 
 # %% auto #0
-__all__ = ['mesh_points', 'embed_points', 'embed_images', 'embed_texts', 'embed_load_meshes', 'mesh_files', 'shape_ids',
-           'build_index', 'Searcher', 'results_picture', 'results_html']
+__all__ = ['mesh_points', 'embed_points', 'embed_images', 'embed_texts', 'embed_load_meshes', 'shape_ids', 'build_index',
+           'Searcher', 'results_picture', 'results_html']
 
 # %% ../nbs/10c_search.ipynb #cd139b24
 def mesh_points(path,                 # a mesh file
@@ -62,12 +62,6 @@ def embed_load_meshes(paths,                       # mesh files
     return emb, bad
 
 # %% ../nbs/10c_search.ipynb #847f4dd7
-def mesh_files(root) -> tuple[list[Path], list[Path]]:
-    "(mesh files under `root` in a stable order, other files there) — `.parts` folders of unfinished indexes are left out."
-    root = Path(root)
-    files = sorted(p for p in root.rglob('*') if p.is_file() and not any(q.endswith('.parts') for q in p.relative_to(root).parts[:-1]))
-    return [p for p in files if p.suffix.lower() in MESH_EXTENSIONS], [p for p in files if p.suffix.lower() not in MESH_EXTENSIONS]
-
 def shape_ids(rel_paths: list[str]) -> list[str]:
     "Shape ids of relative paths: the path without extension, or with it where stems collide."
     stems = [str(Path(r).with_suffix('').as_posix()) for r in rel_paths]
@@ -154,9 +148,13 @@ def build_index(mesh_dir,                   # folder of mesh files (searched rec
     root, out = Path(mesh_dir), Path(out)
     if not root.is_dir(): raise FileNotFoundError(f'{root}: mesh folder not found')
     if chunk < 1 or batch < 1: raise ValueError(f'--chunk and --batch must be at least 1, got {chunk} and {batch}')
-    files, other = mesh_files(root)
+    files, unsupported = find_mesh_files(root)                # 3D files in formats that cannot be read here are listed
     if not files: raise EncoderError(f'{root}: no mesh files found (supported: {", ".join(MESH_EXTENSIONS)})')
     rank, world = _dist_env()
+    with output_lock(out) if rank == 0 else contextlib.nullcontext():     # a second writer of `out` gets BusyError
+        return _build(files, unsupported, root, enc, out, kind, chunk, batch, up_axis, seed, log, rank, world)
+
+def _build(files, unsupported, root, enc, out, kind, chunk, batch, up_axis, seed, log, rank, world) -> dict:
     parts = out.with_name(out.name + '.parts')
     run = {'encoder': enc.name, 'weights': enc.weights, 'preprocess': enc.preprocess, 'up_axis': up_axis, 'seed': seed}
     if rank == 0:
@@ -165,6 +163,7 @@ def build_index(mesh_dir,                   # folder of mesh files (searched rec
             old = json.loads((parts/'run.json').read_text())
             if old != run: raise EncoderError(f'{parts}: holds partial work made with other settings ({old}); delete that folder to start afresh')
         else: atomic_write_text(parts/'run.json', json.dumps(run, indent=1))
+        remove_stale_tmp(parts, older_than=0)                  # debris of a killed write (we hold the lock)
     if world > 1: dist.barrier()
     done = _read_progress(parts)
     rel = {f: f.relative_to(root).as_posix() for f in files}
@@ -173,7 +172,7 @@ def build_index(mesh_dir,                   # folder of mesh files (searched rec
     _embed_shard(todo[rank::world], rel, enc, parts, rank, chunk, batch, up_axis, seed, f'embedding {root.name}')
     if world > 1: dist.barrier()
     summary = {'index': str(out), 'files': len(files), 'kind': kind, 'encoder': enc.spec, 'embed_dim': enc.embed_dim,
-               'world_size': world, 'other_files': [f.relative_to(root).as_posix() for f in other]}
+               'world_size': world, 'unsupported': [f.relative_to(root).as_posix() for f in unsupported]}
     if rank == 0:
         good, bad = _merge(files, rel, parts, enc, out, kind, root, up_axis, seed)
         summary.update(indexed=len(good), skipped=[{'file': r['file'], 'reason': r['reason']} for r in bad])
