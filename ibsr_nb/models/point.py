@@ -264,6 +264,26 @@ def _conv_bn_relu(conv: nn.Module, bn: nn.Module, x: torch.Tensor) -> torch.Tens
     y = torch.addmm(b, x.reshape(-1, x.shape[-1]), w.t())                     # (M, out)
     return y.relu_().reshape(*x.shape[:-1], -1)
 
+_ROWS = 4096   # points per slice of the fused eval path: its activations (a few MB) stay in cache
+
+def _group_slices(n_groups: int, K: int) -> list:
+    "Slices of whole groups with about `_ROWS` points each."
+    step = max(1, _ROWS // max(1, K))
+    return [slice(i, i + step) for i in range(0, n_groups, step)]
+
+def _mlp_max(layers: list,        # [(weight (out, in), bias (out,))] folded Conv+BN layers, each followed by ReLU
+             x: torch.Tensor      # (B, S, K, C) grouped points
+            ) -> torch.Tensor:
+    "`max_K relu(...relu(x W1ᵀ + b1)...)` -> `(B, S, C')`, a slice of groups at a time (eval mode)."
+    B, S, K, C = x.shape
+    x = x.reshape(B * S, K, C)
+    out = x.new_empty(B * S, layers[-1][0].shape[0])
+    for sl in _group_slices(B * S, K):
+        h = x[sl].reshape(-1, C)                                             # (g*K, C)
+        for w, b in layers: h = torch.addmm(b, h, w.t()).relu_()             # (g*K, out)
+        out[sl] = h.view(-1, K, h.shape[-1]).amax(1)                         # (g, C')
+    return out.view(B, S, -1)
+
 class SetAbstraction(nn.Module):
     "PointNet++ set abstraction (single scale): FPS + ball query + shared MLP + max-pool."
     def __init__(self, npoint: int | None, radius: float | None, nsample: int | None, in_channel: int, mlp: list,
@@ -290,6 +310,8 @@ class SetAbstraction(nn.Module):
             idx = ball_query(self.radius, self.nsample, xyz, centers)                    # (B, S, K)
             grouped = index_points(xyz, idx) - centers[:, :, None]                       # (B, S, K, 3)
             if feats is not None: grouped = torch.cat([grouped, index_points(feats, idx)], -1)   # (B, S, K, 3+D)
+        if all(_folds(bn) for bn in self.mlp_bns):      # eval: folded layers, a slice of groups at a time
+            return centers, _mlp_max([_fold_bn(c, bn) for c, bn in zip(self.mlp_convs, self.mlp_bns)], grouped)
         x = grouped                                                                      # (B, S, K, 3+D)
         for conv, bn in zip(self.mlp_convs, self.mlp_bns): x = _conv_bn_relu(conv, bn, x)
         return centers, x.max(2).values                                                  # (B, S, C')
@@ -390,14 +412,26 @@ class _MiniPointNet(nn.Module):
     def forward(self, groups):
         "Groups `(B, G, K, C)` -> one feature per group `(B, G, out)`; Conv1d -> BN -> ReLU -> Conv1d, channels-last."
         (c1, bn1, _, c2), (c3, bn3, _, c4) = self.first_conv, self.second_conv
+        if _folds(bn1) and _folds(bn3): return self._fused(groups)
         f = _pointwise(c2, _conv_bn_relu(c1, bn1, groups))                           # (B, G, K, h2)
         g = f.max(2, keepdim=True).values                                            # (B, G, 1, h2)
-        if _folds(bn3):   # W [g; f] = W_g g + W_f f: the group's feature goes through W_g once, not K times
-            w, b = _fold_bn(c3, bn3)
-            h2 = g.shape[-1]
-            y = torch.matmul(f, w[:, h2:].t()).add_(F.linear(g, w[:, :h2], b)).relu_()   # (B, G, K, h3)
-        else: y = _conv_bn_relu(c3, bn3, torch.cat([g.expand_as(f), f], -1))          # (B, G, K, 2*h2) -> h3
+        y = _conv_bn_relu(c3, bn3, torch.cat([g.expand_as(f), f], -1))               # (B, G, K, h3)
         return _pointwise(c4, y).max(2).values                                       # (B, G, out)
+
+    def _fused(self, groups):
+        "Eval mode: BatchNorms folded, `W [g; f] = W_g g + W_f f` (W_g once per group), a slice of groups at a time."
+        (c1, bn1, _, c2), (c3, bn3, _, c4) = self.first_conv, self.second_conv
+        (w1, b1), (w3, b3) = _fold_bn(c1, bn1), _fold_bn(c3, bn3)
+        w2, w4 = c2.weight.flatten(1), c4.weight.flatten(1)
+        B, G, K, C = groups.shape
+        h2, x = w2.shape[0], groups.reshape(B * G, K, C)
+        out = x.new_empty(B * G, w4.shape[0])
+        for sl in _group_slices(B * G, K):
+            f = F.linear(torch.addmm(b1, x[sl].reshape(-1, C), w1.t()).relu_(), w2, c2.bias)   # (g*K, h2)
+            g = torch.addmm(b3, f.view(-1, K, h2).amax(1), w3[:, :h2].t())                     # (g, h3): W_g g + b
+            y = torch.mm(f, w3[:, h2:].t()).view(-1, K, g.shape[-1]).add_(g[:, None]).relu_()  # (g, K, h3)
+            out[sl] = F.linear(y, w4, c4.bias).amax(1)                                         # (g, out)
+        return out.view(B, G, -1)
 
 class _Mlp(nn.Module):
     def __init__(self, dim, hidden):
