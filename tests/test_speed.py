@@ -171,3 +171,21 @@ def test_encoder_forward_equals_pre_change(name, kw, reference):
     ref, ref_train = run(False), run(True)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
     assert torch.equal(ours_train, ref_train)                                  # training mode: nothing fused
+
+
+# ---------------------------------------------------------------- threads
+@pytest.mark.parametrize('env,want', [({'OMP_NUM_THREADS': '1'}, 1), ({'OMP_NUM_THREADS': '2,1'}, 2),
+                                      ({'IBSR_NUM_THREADS': '2', 'OMP_NUM_THREADS': '1'}, 2), ({}, None)])
+def test_configure_threads_honours_the_environment(env, want):
+    import os, subprocess, sys
+    clean = {k: v for k, v in os.environ.items() if k not in ('IBSR_NUM_THREADS', 'OMP_NUM_THREADS', 'OMP_WAIT_POLICY')}
+    code = "import os; from ibsr_nb.core import configure_threads; print(configure_threads(), os.environ['OMP_WAIT_POLICY'])"
+    r = subprocess.run([sys.executable, '-c', code], env={**clean, **env}, capture_output=True, text=True, check=True)
+    n, policy = r.stdout.split()
+    assert int(n) == (want or os.cpu_count()) and policy == 'PASSIVE'
+
+def test_configure_threads_rejects_a_bad_value(monkeypatch):
+    from ibsr_nb.core import configure_threads
+    monkeypatch.setenv('IBSR_NUM_THREADS', 'four')
+    with pytest.raises(ValueError, match=r"\$IBSR_NUM_THREADS: expected a positive number of threads, got 'four'"):
+        configure_threads()
