@@ -189,3 +189,16 @@ def test_configure_threads_rejects_a_bad_value(monkeypatch):
     monkeypatch.setenv('IBSR_NUM_THREADS', 'four')
     with pytest.raises(ValueError, match=r"\$IBSR_NUM_THREADS: expected a positive number of threads, got 'four'"):
         configure_threads()
+
+
+@pytest.mark.parametrize('skip_origin', [False, True])
+def test_fps_ties_and_duplicates_follow_the_first_index(skip_origin):
+    "Coordinates on a coarse grid: many equal distances and duplicate points; the blocked loop keeps argmax's rule."
+    g = torch.Generator().manual_seed(11)
+    xyz = torch.randint(-4, 5, (3, 3000, 3), generator=g).float() / 4                 # 729 distinct positions
+    n = 700
+    near = (xyz * xyz).sum(-1) <= 1e-3
+    dist = torch.where(near, float('-inf'), float('inf')) if skip_origin else torch.full((3, 3000), float('inf'))
+    want = P._fps_torch(xyz, n, dist, torch.zeros(3, dtype=torch.long))
+    assert torch.equal(P.farthest_point_sample(xyz, n, skip_origin=skip_origin), want)
+    if not skip_origin: assert torch.equal(want, textbook_fps(xyz, n))

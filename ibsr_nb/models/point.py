@@ -40,21 +40,64 @@ def index_points(points: torch.Tensor,  # (B, N, C) a table per batch element
 # %% ../../nbs/05_models.point.ipynb #9b4a67ad
 _ORIGIN_SKIP = 1e-3   # pointnet2_ops' FPS kernel skips points with x² + y² + z² <= this
 
-def _fps_loop(x,       # (B, 3, N) coordinates, one contiguous row per coordinate
-              out,     # (B, n) int64, filled with the centres
-              dist,    # (B, N) distance to the chosen set: inf, or -inf for points that may never be picked
-              start):  # (B,) int64 first centre of each cloud
-    "The FPS steps, cloud by cloud (compiled by numba; plain Python would be far too slow)."
+_BLOCK = 64           # points per block of the compiled FPS loop
+
+def _part1by2(q):
+    "Spread the low 10 bits of `q` three apart (bit i -> bit 3i): one coordinate of a Morton code."
+    q = q & 0x3FF
+    q = (q | (q << 16)) & 0x030000FF
+    q = (q | (q << 8)) & 0x0300F00F
+    q = (q | (q << 4)) & 0x030C30C3
+    return (q | (q << 2)) & 0x09249249
+
+def _morton_order(xyz: np.ndarray) -> np.ndarray:
+    "Per cloud, the point indices `(B, N)` sorted along a Z-order curve (10 bits per axis): nearby points, nearby ranks."
+    lo, hi = xyz.min(1, keepdims=True), xyz.max(1, keepdims=True)
+    scale = 1023 / np.maximum((hi - lo).max(-1, keepdims=True), 1e-30)
+    q = ((xyz - lo) * scale).astype(np.int64)                                     # (B, N, 3) in [0, 1023]
+    code = _part1by2(q[..., 0]) | (_part1by2(q[..., 1]) << 1) | (_part1by2(q[..., 2]) << 2)
+    return np.argsort(code, axis=1, kind='stable')
+
+def _fps_loop(x,       # (B, 3, N) coordinates
+              xs,      # (B, 3, N) the same points in Z-order
+              order,   # (B, N) original index of each Z-ordered point
+              dist,    # (B, N) Z-ordered distance to the chosen set: inf, or -inf for points never to be picked
+              start,   # (B,) first centre (original index) of each cloud
+              out):    # (B, n) int64, filled with the centres (original indices)
+    "The FPS steps over blocks of Z-ordered points, skipping blocks the new centre cannot change (numba)."
+    N, L = x.shape[2], _BLOCK
+    nb = (N + L - 1) // L
+    lo, hi = np.empty((nb, 3)), np.empty((nb, 3))            # block bounding boxes
+    bmax, barg = np.empty(nb), np.empty(nb, np.int64)        # block max distance, smallest original index at it
     for b in range(x.shape[0]):
-        xs, ys, zs, db = x[b, 0], x[b, 1], x[b, 2], dist[b]
+        px, py, pz, d, o = xs[b, 0], xs[b, 1], xs[b, 2], dist[b], order[b]
+        for k in range(nb):
+            s, e = k * L, min(N, k * L + L)
+            lo[k, 0], lo[k, 1], lo[k, 2] = px[s:e].min(), py[s:e].min(), pz[s:e].min()
+            hi[k, 0], hi[k, 1], hi[k, 2] = px[s:e].max(), py[s:e].max(), pz[s:e].max()
+            bmax[k] = np.inf
         far = start[b]
         for i in range(out.shape[1]):
             out[b, i] = far
-            cx, cy, cz = xs[far], ys[far], zs[far]
-            for j in range(db.shape[0]):
-                dx, dy, dz = xs[j] - cx, ys[j] - cy, zs[j] - cz
-                db[j] = min(db[j], dx * dx + dy * dy + dz * dz)
-            far = np.argmax(db)                        # the first of equal maxima, as torch's argmax
+            cx, cy, cz = x[b, 0, far], x[b, 1, far], x[b, 2, far]
+            best, arg = -np.inf, N
+            for k in range(nb):
+                # squared distance from the centre to the box, with a margin far above float rounding: when it
+                # exceeds every distance in the block, no point of the block gets closer (exactly as in the
+                # full pass, where min() would keep each old value)
+                g0 = max(lo[k, 0] - cx, 0.0, cx - hi[k, 0])
+                g1 = max(lo[k, 1] - cy, 0.0, cy - hi[k, 1])
+                g2 = max(lo[k, 2] - cz, 0.0, cz - hi[k, 2])
+                if (g0 * g0 + g1 * g1 + g2 * g2) * (1 - 1e-5) <= bmax[k]:
+                    m, mi = -np.inf, N
+                    for j in range(k * L, min(N, k * L + L)):
+                        dx, dy, dz = px[j] - cx, py[j] - cy, pz[j] - cz
+                        v = min(d[j], dx * dx + dy * dy + dz * dz)       # the textbook arithmetic, input precision
+                        d[j] = v
+                        if v > m or (v == m and o[j] < mi): m, mi = v, o[j]
+                    bmax[k], barg[k] = m, mi
+                if bmax[k] > best or (bmax[k] == best and barg[k] < arg): best, arg = bmax[k], barg[k]
+            far = arg                                  # the first of equal maxima in original order, as argmax
 
 @functools.cache
 def _compiled(fn):
@@ -67,14 +110,18 @@ def _compiled(fn):
 
 def _fps_numba(kernel, xyz, n, dist, start):
     "Run the compiled loop on CPU tensors, the clouds of the batch split among torch's threads."
-    x = xyz.transpose(1, 2).contiguous().numpy()                       # (B, 3, N)
-    out, d, s = np.empty((len(x), n), np.int64), dist.numpy(), start.numpy()
+    p = xyz.numpy()
+    order = _morton_order(p)                                                      # (B, N)
+    x = np.ascontiguousarray(p.transpose(0, 2, 1))                                # (B, 3, N)
+    xs = np.ascontiguousarray(np.take_along_axis(x, order[:, None], 2))           # (B, 3, N) Z-ordered
+    d = np.take_along_axis(dist.numpy(), order, 1)                                # (B, N) Z-ordered
+    out, s = np.empty((len(x), n), np.int64), start.numpy()
     T = min(torch.get_num_threads(), len(x))
-    if T <= 1: kernel(x, out, d, s)
+    if T <= 1: kernel(x, xs, order, d, s, out)
     else:
         parts = [slice(t, None, T) for t in range(T)]
         with ThreadPoolExecutor(T) as pool:
-            list(pool.map(lambda p: kernel(x[p], out[p], d[p], s[p]), parts))
+            list(pool.map(lambda q: kernel(x[q], xs[q], order[q], d[q], s[q], out[q]), parts))
     return torch.from_numpy(out)
 
 def _fps_torch(xyz, n, dist, start):
