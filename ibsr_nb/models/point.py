@@ -109,19 +109,19 @@ def _compiled(fn):
     except RuntimeError: return numba.njit(nogil=True)(fn)    # no writable cache location: compile every process
 
 def _fps_numba(kernel, xyz, n, dist, start):
-    "Run the compiled loop on CPU tensors, the clouds of the batch split among torch's threads."
-    p = xyz.numpy()
-    order = _morton_order(p)                                                      # (B, N)
-    x = np.ascontiguousarray(p.transpose(0, 2, 1))                                # (B, 3, N)
-    xs = np.ascontiguousarray(np.take_along_axis(x, order[:, None], 2))           # (B, 3, N) Z-ordered
-    d = np.take_along_axis(dist.numpy(), order, 1)                                # (B, N) Z-ordered
-    out, s = np.empty((len(x), n), np.int64), start.numpy()
-    T = min(torch.get_num_threads(), len(x))
-    if T <= 1: kernel(x, xs, order, d, s, out)
+    "Run the compiled loop cloud by cloud (each cloud's arrays stay in cache), the clouds shared among torch's threads."
+    p, d0, s0 = xyz.numpy(), dist.numpy(), start.numpy()
+    out = np.empty((len(p), n), np.int64)
+    def one(b):
+        order = _morton_order(p[b:b + 1])                                         # (1, N)
+        x = np.ascontiguousarray(p[b:b + 1].transpose(0, 2, 1))                   # (1, 3, N)
+        xs = np.ascontiguousarray(np.take_along_axis(x, order[:, None], 2))       # (1, 3, N) Z-ordered
+        kernel(x, xs, order, np.take_along_axis(d0[b:b + 1], order, 1), s0[b:b + 1], out[b:b + 1])
+    T = min(torch.get_num_threads(), len(p))
+    if T <= 1:
+        for b in range(len(p)): one(b)
     else:
-        parts = [slice(t, None, T) for t in range(T)]
-        with ThreadPoolExecutor(T) as pool:
-            list(pool.map(lambda q: kernel(x[q], xs[q], order[q], d[q], s[q], out[q]), parts))
+        with ThreadPoolExecutor(T) as pool: list(pool.map(one, range(len(p))))
     return torch.from_numpy(out)
 
 def _fps_torch(xyz, n, dist, start):
