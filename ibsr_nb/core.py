@@ -192,9 +192,17 @@ def default_device(prefer: str | None = None) -> torch.device:
     if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')
     return torch.device('cpu')
 
+def _env_threads(name: str) -> int:
+    "A positive thread count from environment variable `name` (OpenMP's `4,2` lists: the first), else 0."
+    v = os.environ.get(name, '').split(',')[0].strip()
+    if not v: return 0
+    if not v.isdigit() or int(v) < 1: raise ValueError(f'${name}: expected a positive number of threads, got {v!r}')
+    return int(v)
+
 def configure_threads(n: int | None = None) -> int:
-    "Set torch's intra-op threads from `n`, else $IBSR_NUM_THREADS, else the core count; return the count."
-    n = n or int(os.environ.get('IBSR_NUM_THREADS', 0) or 0) or (os.cpu_count() or 1)
+    "Set torch's intra-op threads from `n`, else $IBSR_NUM_THREADS, else $OMP_NUM_THREADS, else the cores; return it."
+    os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')   # no spinning in processes started from here
+    n = n or _env_threads('IBSR_NUM_THREADS') or _env_threads('OMP_NUM_THREADS') or (os.cpu_count() or 1)
     torch.set_num_threads(max(1, n))
     return torch.get_num_threads()
 

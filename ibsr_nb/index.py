@@ -64,15 +64,31 @@ def _new_faiss(kind: str, dim: int, p: dict):
         return faiss.IndexBinaryFlat(dim)
     raise ValueError(f'unknown index kind {kind!r}; choose one of {KINDS}')
 
-def l2_normalise(x, name: str = 'embeddings') -> np.ndarray:
-    "Float32 copy of `x` with unit rows; a zero or non-finite row is an error naming it."
-    x = np.array(x, dtype=np.float32, copy=True, ndmin=2)
-    bad = ~np.isfinite(x).all(1)
-    if bad.any(): raise ValueError(f'{name}: row {int(np.flatnonzero(bad)[0])} contains NaN or infinite values')
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    if (norms == 0).any(): raise ValueError(f'{name}: row {int(np.flatnonzero(norms[:, 0] == 0)[0])} is all zeros and cannot be normalised')
-    x /= norms
-    return x
+_BLOCK = 8192   # rows per pass over an embedding matrix: temporaries of a few MB, never a copy of the whole
+
+def _row_norms(x, name: str = 'embeddings'):
+    "`x` as float32 C-contiguous rows (no copy when it already is) and its `(N, 1)` norms; zero/non-finite rows fail."
+    x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    if x.ndim == 1: x = x[None]
+    norms = np.empty((len(x), 1), np.float32)
+    for s in range(0, len(x), _BLOCK):
+        blk = x[s:s + _BLOCK]
+        bad = ~np.isfinite(blk).all(1)
+        if bad.any(): raise ValueError(f'{name}: row {s + int(np.flatnonzero(bad)[0])} contains NaN or infinite values')
+        norms[s:s + _BLOCK] = np.linalg.norm(blk, axis=1, keepdims=True)
+    zero = np.flatnonzero(norms[:, 0] == 0)
+    if len(zero): raise ValueError(f'{name}: row {int(zero[0])} is all zeros and cannot be normalised')
+    return x, norms
+
+def l2_normalise(x,                         # (N, dim) or (dim,) embeddings
+                 name: str = 'embeddings',  # what to call them in errors
+                 copy: bool = True          # False: normalise a float32 C-contiguous array in place, no copy
+                ) -> np.ndarray:
+    "Float32 `x` with unit rows; a zero or non-finite row is an error naming it (and leaves `x` untouched)."
+    v, norms = _row_norms(x, name)
+    if copy and isinstance(x, np.ndarray) and np.shares_memory(v, x): return v / norms   # one new array
+    v /= norms                                        # in place: the caller's array, or our own conversion
+    return v
 
 def binarize(x,             # (N, dim) real-valued codes (sign is kept) or (N, dim/8) packed uint8 codes
              dim: int       # code length in bits
@@ -111,14 +127,14 @@ class ShapeIndex:
     def __len__(self): return int(self.faiss.ntotal)
     def __repr__(self): return f"ShapeIndex(kind={self.kind!r}, dim={self.dim}, shapes={len(self)}, encoder={self.encoder!r})"
 
-    def _prepare(self, x, name):
-        "Validated search/add input: packed codes for binary, unit float32 rows otherwise."
+    def _prepare(self, x, name, normalise: bool = True):
+        "Validated search/add input: packed codes for binary, unit float32 rows (or rows and norms) otherwise."
         if self.kind == 'binary': return binarize(x, self.dim)
         x = np.asarray(x)
         if x.ndim == 1: x = x[None]
         if x.ndim != 2 or x.shape[1] != self.dim:
             raise IndexMismatchError(f'{name} have dimension {x.shape[-1]}, but this index holds {self.dim}-d embeddings of encoder {self.encoder!r}')
-        return l2_normalise(x, name)
+        return l2_normalise(x, name) if normalise else _row_norms(x, name)
 
 # %% ../nbs/10_index.ipynb #bed8a4ad
 def _add(self,
@@ -128,7 +144,8 @@ def _add(self,
          path=None,                     # (N,) source files ('' when unknown)
          seed: int = 0):                # subsample seed of IVF training
     "Add embeddings and their shape rows (trains an IVF-PQ index on the first call)."
-    x = self._prepare(emb, 'embeddings')
+    blockwise = self.kind in ('flat', 'ivfpq')   # vectors go in independently: normalise a block at a time
+    x, norms = self._prepare(emb, 'embeddings', normalise=False) if blockwise else (self._prepare(emb, 'embeddings'), None)
     n = len(x)
     ids = [str(s) for s in np.asarray(shape_id, dtype=object).ravel()]
     cols = {'shape_id': ids,
@@ -144,8 +161,11 @@ def _add(self,
         if n < need: raise ValueError(f'ivfpq index: training needs at least {need} vectors (nlist={p["nlist"]}, nbits={p["nbits"]}), '
                                       f'got {n}; lower nlist/nbits or use kind="flat"')
         rng = np.random.default_rng(seed)
-        self.faiss.train(x[np.sort(rng.choice(n, min(n, p['train_size']), replace=False))])
-    self.faiss.add(x)
+        pick = np.sort(rng.choice(n, min(n, p['train_size']), replace=False))
+        self.faiss.train(x[pick] / norms[pick])
+    if not blockwise: self.faiss.add(x)
+    else:
+        for s in range(0, n, _BLOCK): self.faiss.add(x[s:s + _BLOCK] / norms[s:s + _BLOCK])
     self.shapes = pd.concat([self.shapes, pd.DataFrame(cols)], ignore_index=True)
     return self
 

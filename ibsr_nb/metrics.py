@@ -109,8 +109,8 @@ def _scan(qt: torch.Tensor,    # (nq, D) queries of one query tile
 def exact_search(queries,               # (Q, D) query embeddings
                  gallery,               # (G, D) gallery embeddings (same dimension)
                  k: int = 10,           # neighbours per query; galleries smaller than k return all G
-                 query_tile: int = 1024,    # queries per tile
-                 gallery_tile: int = 16384, # gallery items per tile (buffer: query_tile × gallery_tile floats per worker)
+                 query_tile: int = 512,     # queries per tile
+                 gallery_tile: int = 2048,  # gallery items per tile (buffer: query_tile × gallery_tile floats per worker)
                  block: int = 32,       # scores per group in the candidate pre-selection
                  threads: int | None = None  # worker threads (default: torch.get_num_threads())
                 ) -> tuple[np.ndarray, np.ndarray]:

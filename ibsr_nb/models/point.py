@@ -4,16 +4,19 @@
 
 # %% ../../nbs/05_models.point.ipynb #c6865263
 from __future__ import annotations
-import copy
+import copy, functools, os
+from concurrent.futures import ThreadPoolExecutor
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from ..core import registry_config
 
 # %% auto #0
-__all__ = ['POINT_CONFIGS', 'square_distance', 'index_points', 'farthest_point_sample', 'ball_query', 'knn_query', 'PointEncoder',
-           'count_parameters', 'SetAbstraction', 'PointPatchTransformer', 'PPATEncoder', 'PointBERT',
-           'ULIPPointBERTEncoder', 'PointNet2SSG', 'PointNet2Encoder', 'point_config', 'create_point_encoder']
+__all__ = ['POINT_CONFIGS', 'FPS_REFERENCES', 'square_distance', 'index_points', 'farthest_point_sample', 'ball_query',
+           'knn_query', 'PointEncoder', 'count_parameters', 'SetAbstraction', 'PointPatchTransformer', 'PPATEncoder',
+           'PointBERT', 'ULIPPointBERTEncoder', 'PointNet2SSG', 'PointNet2Encoder', 'point_config',
+           'create_point_encoder']
 
 # %% ../../nbs/05_models.point.ipynb #bd37abd1
 def square_distance(src: torch.Tensor,  # (B, S, C) query points
@@ -35,38 +38,170 @@ def index_points(points: torch.Tensor,  # (B, N, C) a table per batch element
     return out.reshape(*idx.shape, C)
 
 # %% ../../nbs/05_models.point.ipynb #9b4a67ad
-@torch.no_grad()
-def farthest_point_sample(xyz: torch.Tensor,                       # (B, N, 3) point coordinates
-                          n: int,                                  # number of centres to pick
-                          random_start: bool = False,              # start at a random point instead of index 0
-                          generator: torch.Generator | None = None # RNG for the random start
-                         ) -> torch.Tensor:
-    "Indices `(B, n)` of `n` farthest-point-sampled centres per cloud."
-    B, N, _ = xyz.shape
-    if n > N: raise ValueError(f'farthest_point_sample: cannot pick {n} centres from clouds of {N} points')
-    xyz = xyz.detach()
+_ORIGIN_SKIP = 1e-3   # pointnet2_ops' FPS kernel skips points with x² + y² + z² <= this
+
+_BLOCK = 64           # points per block of the compiled FPS loop
+
+def _part1by2(q):
+    "Spread the low 10 bits of `q` three apart (bit i -> bit 3i): one coordinate of a Morton code."
+    q = q & 0x3FF
+    q = (q | (q << 16)) & 0x030000FF
+    q = (q | (q << 8)) & 0x0300F00F
+    q = (q | (q << 4)) & 0x030C30C3
+    return (q | (q << 2)) & 0x09249249
+
+def _morton_order(xyz: np.ndarray) -> np.ndarray:
+    "Per cloud, the point indices `(B, N)` sorted along a Z-order curve (10 bits per axis): nearby points, nearby ranks."
+    lo, hi = xyz.min(1, keepdims=True), xyz.max(1, keepdims=True)
+    scale = 1023 / np.maximum((hi - lo).max(-1, keepdims=True), 1e-30)
+    q = ((xyz - lo) * scale).astype(np.int64)                                     # (B, N, 3) in [0, 1023]
+    code = _part1by2(q[..., 0]) | (_part1by2(q[..., 1]) << 1) | (_part1by2(q[..., 2]) << 2)
+    return np.argsort(code, axis=1, kind='stable')
+
+def _fps_loop(x,       # (B, 3, N) coordinates
+              xs,      # (B, 3, N) the same points in Z-order
+              order,   # (B, N) original index of each Z-ordered point
+              dist,    # (B, N) Z-ordered distance to the chosen set: inf, or -inf for points never to be picked
+              start,   # (B,) first centre (original index) of each cloud
+              out):    # (B, n) int64, filled with the centres (original indices)
+    "The FPS steps over blocks of Z-ordered points, skipping blocks the new centre cannot change (numba)."
+    N, L = x.shape[2], _BLOCK
+    nb = (N + L - 1) // L
+    lo, hi = np.empty((nb, 3)), np.empty((nb, 3))            # block bounding boxes
+    bmax, barg = np.empty(nb), np.empty(nb, np.int64)        # block max distance, smallest original index at it
+    for b in range(x.shape[0]):
+        px, py, pz, d, o = xs[b, 0], xs[b, 1], xs[b, 2], dist[b], order[b]
+        for k in range(nb):
+            s, e = k * L, min(N, k * L + L)
+            lo[k, 0], lo[k, 1], lo[k, 2] = px[s:e].min(), py[s:e].min(), pz[s:e].min()
+            hi[k, 0], hi[k, 1], hi[k, 2] = px[s:e].max(), py[s:e].max(), pz[s:e].max()
+            bmax[k] = np.inf
+        far = start[b]
+        for i in range(out.shape[1]):
+            out[b, i] = far
+            cx, cy, cz = x[b, 0, far], x[b, 1, far], x[b, 2, far]
+            best, arg = -np.inf, N
+            for k in range(nb):
+                # squared distance from the centre to the box, with a margin far above float rounding: when it
+                # exceeds every distance in the block, no point of the block gets closer (exactly as in the
+                # full pass, where min() would keep each old value)
+                g0 = max(lo[k, 0] - cx, 0.0, cx - hi[k, 0])
+                g1 = max(lo[k, 1] - cy, 0.0, cy - hi[k, 1])
+                g2 = max(lo[k, 2] - cz, 0.0, cz - hi[k, 2])
+                if (g0 * g0 + g1 * g1 + g2 * g2) * (1 - 1e-5) <= bmax[k]:
+                    m, mi = -np.inf, N
+                    for j in range(k * L, min(N, k * L + L)):
+                        dx, dy, dz = px[j] - cx, py[j] - cy, pz[j] - cz
+                        v = min(d[j], dx * dx + dy * dy + dz * dz)       # the textbook arithmetic, input precision
+                        d[j] = v
+                        if v > m or (v == m and o[j] < mi): m, mi = v, o[j]
+                    bmax[k], barg[k] = m, mi
+                if bmax[k] > best or (bmax[k] == best and barg[k] < arg): best, arg = bmax[k], barg[k]
+            far = arg                                  # the first of equal maxima in original order, as argmax
+
+@functools.cache
+def _compiled(fn):
+    "`fn` compiled by numba (cached on disk when it lives in a file), or None without numba or with $IBSR_NUMBA=0."
+    if os.environ.get('IBSR_NUMBA', '1').strip().lower() in ('0', 'false', 'no', 'off'): return None
+    try: import numba
+    except ImportError: return None
+    try: return numba.njit(nogil=True, cache=os.path.isfile(fn.__code__.co_filename))(fn)
+    except RuntimeError: return numba.njit(nogil=True)(fn)    # no writable cache location: compile every process
+
+def _fps_numba(kernel, xyz, n, dist, start):
+    "Run the compiled loop cloud by cloud (each cloud's arrays stay in cache), the clouds shared among torch's threads."
+    p, d0, s0 = xyz.numpy(), dist.numpy(), start.numpy()
+    out = np.empty((len(p), n), np.int64)
+    def one(b):
+        order = _morton_order(p[b:b + 1])                                         # (1, N)
+        x = np.ascontiguousarray(p[b:b + 1].transpose(0, 2, 1))                   # (1, 3, N)
+        xs = np.ascontiguousarray(np.take_along_axis(x, order[:, None], 2))       # (1, 3, N) Z-ordered
+        kernel(x, xs, order, np.take_along_axis(d0[b:b + 1], order, 1), s0[b:b + 1], out[b:b + 1])
+    T = min(torch.get_num_threads(), len(p))
+    if T <= 1:
+        for b in range(len(p)): one(b)
+    else:
+        with ThreadPoolExecutor(T) as pool: list(pool.map(one, range(len(p))))
+    return torch.from_numpy(out)
+
+def _fps_torch(xyz, n, dist, start):
+    "The same steps as torch ops on the `(B, N)` table (GPU, or CPU without numba)."
+    B = xyz.shape[0]
     comp = xyz.permute(2, 0, 1).contiguous()              # (3, B, N): one contiguous row per coordinate
     out = torch.empty(B, n, dtype=torch.long, device=xyz.device)
-    dist = torch.full((B, N), float('inf'), dtype=xyz.dtype, device=xyz.device)
     d, t = torch.empty_like(dist), torch.empty_like(dist)  # scratch buffers, reused every step
-    if random_start: far = torch.randint(N, (B,), generator=generator).to(xyz.device)
-    else: far = torch.zeros(B, dtype=torch.long, device=xyz.device)
-    rows = torch.arange(B, device=xyz.device)
+    rows, far = torch.arange(B, device=xyz.device), start
     for i in range(n):
         out[:, i] = far
         centre = xyz[rows, far]                           # (B, 3)
-        torch.sub(comp[0], centre[:, 0:1], out=t); torch.mul(t, t, out=d)
-        for j in (1, 2): torch.sub(comp[j], centre[:, j:j + 1], out=t); d.addcmul_(t, t)   # d = |x - centre|^2
+        torch.sub(comp[0], centre[:, 0:1], out=t)
+        torch.mul(t, t, out=d)
+        for j in (1, 2):
+            torch.sub(comp[j], centre[:, j:j + 1], out=t)
+            d.addcmul_(t, t)                              # d = |x - centre|^2
         torch.minimum(dist, d, out=dist)
         far = dist.argmax(-1)
     return out
 
-# %% ../../nbs/05_models.point.ipynb #348dfa9b
-_CHUNK = 1 << 22   # distance-table entries per chunk
+@torch.no_grad()
+def farthest_point_sample(xyz: torch.Tensor,                        # (B, N, 3) point coordinates
+                          n: int,                                   # number of centres to pick
+                          random_start: bool = False,               # start at a random point instead of index 0
+                          generator: torch.Generator | None = None, # RNG for the random start
+                          start=None,                               # int or (B,) first centres (overrides the above)
+                          skip_origin: bool = False                 # pointnet2_ops: never pick |p|² <= 1e-3 later
+                         ) -> torch.Tensor:
+    "Indices `(B, n)` of `n` farthest-point-sampled centres per cloud."
+    B, N, _ = xyz.shape
+    if n > N: raise ValueError(f'farthest_point_sample: cannot pick {n} centres from clouds of {N} points')
+    xyz, dev = xyz.detach(), xyz.device
+    if start is not None: start = torch.as_tensor(start, dtype=torch.long).expand(B).to(dev)
+    elif random_start: start = torch.randint(N, (B,), generator=generator).to(dev)
+    else: start = torch.zeros(B, dtype=torch.long, device=dev)
+    if bool(((start < 0) | (start >= N)).any()):
+        raise ValueError(f'farthest_point_sample: start {start.tolist()} outside clouds of {N} points')
+    dist = torch.full((B, N), float('inf'), dtype=xyz.dtype, device=dev)
+    if skip_origin: dist[(xyz * xyz).sum(-1) <= _ORIGIN_SKIP] = float('-inf')     # never the arg-max
+    kernel = _compiled(_fps_loop) if dev.type == 'cpu' and xyz.dtype in (torch.float32, torch.float64) else None
+    if n == 0: return torch.empty(B, 0, dtype=torch.long, device=dev)
+    return _fps_torch(xyz, n, dist, start) if kernel is None else _fps_numba(kernel, xyz, n, dist, start)
 
-def _chunks(B, S, N):
-    step = max(1, _CHUNK // max(1, S * N))
-    return [slice(b, min(B, b + step)) for b in range(0, B, step)]
+# %% ../../nbs/05_models.point.ipynb #348dfa9b
+_CHUNK = 1 << 20   # distance-table entries per block (4 MB of float32)
+
+def _blocks(B, S, N):
+    "(batch slice, centre slice) pairs covering `(B, S)` whose distance tables hold about `_CHUNK` entries."
+    s = max(1, min(S, _CHUNK // max(1, N)))                 # centres per block
+    b = max(1, _CHUNK // max(1, s * N))                     # clouds per block (several when the clouds are small)
+    return [(slice(i, i + b), slice(j, j + s)) for i in range(0, B, b) for j in range(0, S, s)]
+
+def _ball_rows(d,      # (b, s, N) squared distances of a block of centres
+               r2,     # squared radius, in the distances' precision
+               out):   # (b, s, K) int64, filled
+    "Each row's first K in-ball indices, padded with the first; the nearest point for an empty ball (numba)."
+    K = out.shape[2]
+    for b in range(d.shape[0]):
+        for s in range(d.shape[1]):
+            row, o, c = d[b, s], out[b, s], 0
+            for j in range(row.shape[0]):
+                if row[j] <= r2:
+                    o[c] = j
+                    c += 1
+                    if c == K: break
+            if c == 0:
+                o[0] = np.argmin(row)
+                c = 1
+            for j in range(c, K): o[j] = o[0]
+
+def _ball_topk(d, r2, K):
+    "The same rows with torch ops: a top-k of the smallest in-ball indices (GPU, or CPU without numba)."
+    N = d.shape[-1]
+    key = torch.where(d <= r2, torch.arange(N, dtype=torch.int32, device=d.device), N)   # out-of-ball sorts last
+    idx = key.topk(min(K, N), dim=-1, largest=False, sorted=True).values.long()         # (b, s, k)
+    empty = idx[..., 0] == N
+    if empty.any(): idx[..., 0] = torch.where(empty, d.argmin(-1), idx[..., 0])
+    idx = torch.where(idx == N, idx[..., :1], idx)                                       # pad with the first index
+    return torch.cat([idx, idx[..., :1].expand(-1, -1, K - idx.shape[-1])], -1)
 
 @torch.no_grad()
 def ball_query(radius: float,           # ball radius
@@ -75,21 +210,21 @@ def ball_query(radius: float,           # ball radius
                centers: torch.Tensor    # (B, S, 3) ball centres
               ) -> torch.Tensor:
     "Indices `(B, S, nsample)` of the points in each ball, in index order, padded with the first index."
-    B, N, _ = xyz.shape; S = centers.shape[1]
-    k = min(nsample, N)
-    out = []
-    for sl in _chunks(B, S, N):
-        d = square_distance(centers[sl].detach(), xyz[sl].detach())           # (b, S, N)
-        ar = torch.arange(N, device=xyz.device)
-        key = torch.where(d <= radius ** 2, ar, N)                            # out-of-ball points sort last
-        idx = key.topk(k, dim=-1, largest=False, sorted=True).values          # (b, S, k) smallest in-ball indices
-        empty = idx[..., 0] == N
-        if empty.any(): idx[..., 0] = torch.where(empty, d.argmin(-1), idx[..., 0])
-        idx = torch.where(idx == N, idx[..., :1], idx)                        # pad with the first index
-        out.append(idx)
-    idx = torch.cat(out)
-    if k < nsample: idx = torch.cat([idx, idx[..., :1].expand(-1, -1, nsample - k)], -1)
-    return idx
+    B, N, _ = xyz.shape
+    S = centers.shape[1]
+    xyz, centers = xyz.detach(), centers.detach()
+    out = torch.empty(B, S, nsample, dtype=torch.long, device=xyz.device)
+    numba_ok = xyz.device.type == 'cpu' and xyz.dtype in (torch.float32, torch.float64) and N > 0
+    scan = _compiled(_ball_rows) if numba_ok else None
+    for bs, ss in _blocks(B, S, N):
+        d = square_distance(centers[bs, ss], xyz[bs])                       # (b, s, N)
+        r2 = torch.tensor(radius ** 2, dtype=d.dtype).item()               # compared in the distances' precision
+        if scan is None: out[bs, ss] = _ball_topk(d, r2, nsample)
+        else:
+            o = np.empty(d.shape[:2] + (nsample,), np.int64)
+            scan(d.numpy(), d.new_tensor(r2).numpy()[()], o)
+            out[bs, ss] = torch.from_numpy(o)
+    return out
 
 @torch.no_grad()
 def knn_query(k: int,                   # neighbours per centre
@@ -97,10 +232,14 @@ def knn_query(k: int,                   # neighbours per centre
               centers: torch.Tensor     # (B, S, 3) query centres
              ) -> torch.Tensor:
     "Indices `(B, S, k)` of the `k` nearest points to each centre, nearest first."
-    B, N, _ = xyz.shape; S = centers.shape[1]
+    B, N, _ = xyz.shape
+    S = centers.shape[1]
     if k > N: raise ValueError(f'knn_query: asked for {k} neighbours in clouds of {N} points')
-    return torch.cat([square_distance(centers[sl].detach(), xyz[sl].detach()).topk(k, dim=-1, largest=False).indices
-                      for sl in _chunks(B, S, N)])
+    out = torch.empty(B, S, k, dtype=torch.long, device=xyz.device)
+    for bs, ss in _blocks(B, S, N):
+        d = square_distance(centers[bs, ss].detach(), xyz[bs].detach())    # (b, s, N)
+        out[bs, ss] = d.topk(k, dim=-1, largest=False).indices
+    return out
 
 # %% ../../nbs/05_models.point.ipynb #6fabb0d0
 class PointEncoder(nn.Module):
@@ -155,16 +294,56 @@ def _bn_last(bn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if isinstance(bn, nn.BatchNorm2d): y = y[:, :, None, None]        # (M, C, 1, 1)
     return bn(y).reshape(shape)
 
+def _folds(bn: nn.Module) -> bool:
+    "True when `bn` normalises with its running statistics (eval mode), so it can be folded into a matrix."
+    return not bn.training and bn.running_mean is not None and bn.affine
+
+def _fold_bn(conv: nn.Module, bn: nn.Module):
+    "Weight `(out, in)` and bias `(out,)` of `bn(conv(x))` as one affine map (eval mode)."
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)                  # (out,)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(scale)
+    return conv.weight.flatten(1) * scale[:, None], (bias - bn.running_mean) * scale + bn.bias
+
+def _conv_bn_relu(conv: nn.Module, bn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    "`relu(bn(conv(x)))` channels-last: in eval mode one GEMM with the BatchNorm folded in and an in-place ReLU."
+    if not _folds(bn): return F.relu(_bn_last(bn, _pointwise(conv, x)))      # training: batch statistics
+    w, b = _fold_bn(conv, bn)
+    y = torch.addmm(b, x.reshape(-1, x.shape[-1]), w.t())                     # (M, out)
+    return y.relu_().reshape(*x.shape[:-1], -1)
+
+_ROWS = 4096   # points per slice of the fused eval path: its activations (a few MB) stay in cache
+
+def _group_slices(n_groups: int, K: int) -> list:
+    "Slices of whole groups with about `_ROWS` points each."
+    step = max(1, _ROWS // max(1, K))
+    return [slice(i, i + step) for i in range(0, n_groups, step)]
+
+def _mlp_max(layers: list,        # [(weight (out, in), bias (out,))] folded Conv+BN layers, each followed by ReLU
+             x: torch.Tensor      # (B, S, K, C) grouped points
+            ) -> torch.Tensor:
+    "`max_K relu(...relu(x W1ᵀ + b1)...)` -> `(B, S, C')`, a slice of groups at a time (eval mode)."
+    B, S, K, C = x.shape
+    x = x.reshape(B * S, K, C)
+    out = x.new_empty(B * S, layers[-1][0].shape[0])
+    for sl in _group_slices(B * S, K):
+        h = x[sl].reshape(-1, C)                                             # (g*K, C)
+        for w, b in layers: h = torch.addmm(b, h, w.t()).relu_()             # (g*K, out)
+        out[sl] = h.view(-1, K, h.shape[-1]).amax(1)                         # (g, C')
+    return out.view(B, S, -1)
+
 class SetAbstraction(nn.Module):
     "PointNet++ set abstraction (single scale): FPS + ball query + shared MLP + max-pool."
     def __init__(self, npoint: int | None, radius: float | None, nsample: int | None, in_channel: int, mlp: list,
-                 group_all: bool = False, random_start: bool = False):
+                 group_all: bool = False, random_start: bool = False, skip_origin: bool = False):
         super().__init__()
-        self.npoint, self.radius, self.nsample, self.group_all, self.random_start = npoint, radius, nsample, group_all, random_start
+        self.npoint, self.radius, self.nsample, self.group_all = npoint, radius, nsample, group_all
+        self.random_start, self.skip_origin = random_start, skip_origin
         self.mlp_convs, self.mlp_bns = nn.ModuleList(), nn.ModuleList()
         last = in_channel
         for out in mlp:
-            self.mlp_convs.append(nn.Conv2d(last, out, 1)); self.mlp_bns.append(nn.BatchNorm2d(out)); last = out
+            self.mlp_convs.append(nn.Conv2d(last, out, 1))
+            self.mlp_bns.append(nn.BatchNorm2d(out))
+            last = out
 
     def forward(self, xyz, feats=None, npoint=None):
         "`(B, N, 3)`, `(B, N, D)` -> centres `(B, S, 3)`, features `(B, S, C')`."
@@ -173,12 +352,15 @@ class SetAbstraction(nn.Module):
             centers = xyz.new_zeros(B, 1, 3)
             grouped = xyz[:, None] if feats is None else torch.cat([xyz[:, None], feats[:, None]], -1)   # (B, 1, N, 3+D)
         else:
-            centers = index_points(xyz, farthest_point_sample(xyz, npoint or self.npoint, self.random_start))  # (B, S, 3)
+            fps = farthest_point_sample(xyz, npoint or self.npoint, self.random_start, skip_origin=self.skip_origin)
+            centers = index_points(xyz, fps)                                             # (B, S, 3)
             idx = ball_query(self.radius, self.nsample, xyz, centers)                    # (B, S, K)
             grouped = index_points(xyz, idx) - centers[:, :, None]                       # (B, S, K, 3)
             if feats is not None: grouped = torch.cat([grouped, index_points(feats, idx)], -1)   # (B, S, K, 3+D)
+        if all(_folds(bn) for bn in self.mlp_bns):      # eval: folded layers, a slice of groups at a time
+            return centers, _mlp_max([_fold_bn(c, bn) for c, bn in zip(self.mlp_convs, self.mlp_bns)], grouped)
         x = grouped                                                                      # (B, S, K, 3+D)
-        for conv, bn in zip(self.mlp_convs, self.mlp_bns): x = F.relu(_bn_last(bn, _pointwise(conv, x)))
+        for conv, bn in zip(self.mlp_convs, self.mlp_bns): x = _conv_bn_relu(conv, bn, x)
         return centers, x.max(2).values                                                  # (B, S, C')
 
 # %% ../../nbs/05_models.point.ipynb #33e29aa7
@@ -274,13 +456,29 @@ class _MiniPointNet(nn.Module):
         self.out_dim = out_dim
         self.first_conv = nn.Sequential(nn.Conv1d(in_dim, h1, 1), nn.BatchNorm1d(h1), nn.ReLU(inplace=True), nn.Conv1d(h1, h2, 1))
         self.second_conv = nn.Sequential(nn.Conv1d(2 * h2, h3, 1), nn.BatchNorm1d(h3), nn.ReLU(inplace=True), nn.Conv1d(h3, out_dim, 1))
-    def _stage(self, seq, x):    # Conv1d -> BN -> ReLU -> Conv1d, channels-last
-        return _pointwise(seq[3], F.relu(_bn_last(seq[1], _pointwise(seq[0], x))))
     def forward(self, groups):
-        K = groups.shape[2]
-        f = self._stage(self.first_conv, groups)                                     # (B, G, K, h2)
-        f = torch.cat([f.max(2, keepdim=True).values.expand(-1, -1, K, -1), f], -1)  # (B, G, K, 2*h2)
-        return self._stage(self.second_conv, f).max(2).values                        # (B, G, out)
+        "Groups `(B, G, K, C)` -> one feature per group `(B, G, out)`; Conv1d -> BN -> ReLU -> Conv1d, channels-last."
+        (c1, bn1, _, c2), (c3, bn3, _, c4) = self.first_conv, self.second_conv
+        if _folds(bn1) and _folds(bn3): return self._fused(groups)
+        f = _pointwise(c2, _conv_bn_relu(c1, bn1, groups))                           # (B, G, K, h2)
+        g = f.max(2, keepdim=True).values                                            # (B, G, 1, h2)
+        y = _conv_bn_relu(c3, bn3, torch.cat([g.expand_as(f), f], -1))               # (B, G, K, h3)
+        return _pointwise(c4, y).max(2).values                                       # (B, G, out)
+
+    def _fused(self, groups):
+        "Eval mode: BatchNorms folded, `W [g; f] = W_g g + W_f f` (W_g once per group), a slice of groups at a time."
+        (c1, bn1, _, c2), (c3, bn3, _, c4) = self.first_conv, self.second_conv
+        (w1, b1), (w3, b3) = _fold_bn(c1, bn1), _fold_bn(c3, bn3)
+        w2, w4 = c2.weight.flatten(1), c4.weight.flatten(1)
+        B, G, K, C = groups.shape
+        h2, x = w2.shape[0], groups.reshape(B * G, K, C)
+        out = x.new_empty(B * G, w4.shape[0])
+        for sl in _group_slices(B * G, K):
+            f = F.linear(torch.addmm(b1, x[sl].reshape(-1, C), w1.t()).relu_(), w2, c2.bias)   # (g*K, h2)
+            g = torch.addmm(b3, f.view(-1, K, h2).amax(1), w3[:, :h2].t())                     # (g, h3): W_g g + b
+            y = torch.mm(f, w3[:, h2:].t()).view(-1, K, g.shape[-1]).add_(g[:, None]).relu_()  # (g, K, h3)
+            out[sl] = F.linear(y, w4, c4.bias).amax(1)                                         # (g, out)
+        return out.view(B, G, -1)
 
 class _Mlp(nn.Module):
     def __init__(self, dim, hidden):
@@ -315,9 +513,11 @@ class _BlockStack(nn.Module):
 class PointBERT(nn.Module):
     "ULIP's Point-BERT `PointTransformer` (xyz) / `PointTransformer_Colored` (xyz+rgb) backbone."
     def __init__(self, trans_dim=384, depth=12, num_heads=6, group_size=32, num_group=512, encoder_dims=256,
-                 in_dim=3, enc_hidden=(128, 256, 512), pos_hidden=128, mlp_ratio=4.0, fps_random_start=False):
+                 in_dim=3, enc_hidden=(128, 256, 512), pos_hidden=128, mlp_ratio=4.0, fps_random_start=False,
+                 fps_skip_origin=False):
         super().__init__()
-        self.group_size, self.num_group, self.fps_random_start = group_size, num_group, fps_random_start
+        self.group_size, self.num_group = group_size, num_group
+        self.fps_random_start, self.fps_skip_origin = fps_random_start, fps_skip_origin
         self.encoder = _MiniPointNet(in_dim, encoder_dims, tuple(enc_hidden))
         self.reduce_dim = nn.Linear(encoder_dims, trans_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, trans_dim))
@@ -329,7 +529,8 @@ class PointBERT(nn.Module):
     def group(self, pts):
         "Centres `(B, G, 3)` and groups `(B, G, K, C)`: xyz offsets from the centre, then raw extra channels."
         xyz = pts[..., :3]
-        centers = index_points(xyz, farthest_point_sample(xyz, self.num_group, self.fps_random_start))   # (B, G, 3)
+        fps = farthest_point_sample(xyz, self.num_group, self.fps_random_start, skip_origin=self.fps_skip_origin)
+        centers = index_points(xyz, fps)                                                                  # (B, G, 3)
         idx = knn_query(self.group_size, xyz, centers)                                                   # (B, G, K)
         groups = index_points(pts, idx)                                                                  # (B, G, K, C)
         return centers, torch.cat([groups[..., :3] - centers[:, :, None], groups[..., 3:]], -1)
@@ -352,7 +553,8 @@ class ULIPPointBERTEncoder(PointEncoder):
         c = config
         self.point_encoder = PointBERT(c['trans_dim'], c['depth'], c['num_heads'], c['group_size'], c['num_group'],
                                        c['encoder_dims'], self.in_channels, tuple(c.get('enc_hidden', (128, 256, 512))),
-                                       c.get('pos_hidden', 128), c.get('mlp_ratio', 4.0), c.get('fps_random_start', False))
+                                       c.get('pos_hidden', 128), c.get('mlp_ratio', 4.0), c.get('fps_random_start', False),
+                                       c.get('fps_reference') == 'pointnet2_ops')
         self.pc_projection = nn.Parameter(_randn(2 * c['trans_dim'], self.embed_dim, std=(2 * c['trans_dim']) ** -0.5))
 
     @property
@@ -405,7 +607,7 @@ def _pre(n_points, up_axis):
 def _ppat(dim, depth, heads, mlp_dim, sa_dim, patches, prad, nsamp, embed_dim=1280, up_axis='z', n_points=10000, **kw):
     c = dict(arch='ppat', dim=dim, depth=depth, heads=heads, mlp_dim=mlp_dim, sa_dim=sa_dim, patches=patches,
              prad=prad, nsamp=nsamp, dim_head=64, sa_hidden=(64, 64), patch_dropout=0, proj=True, fps_random_start=False,
-             embed_dim=embed_dim, in_channels=6, preprocess=_pre(n_points, up_axis))
+             fps_reference='dgl', embed_dim=embed_dim, in_channels=6, preprocess=_pre(n_points, up_axis))
     c.update(kw); return c
 
 _SCALING = {1: (256, 6, 4, 1024, 96, 64, 0.4, 256), 2: (512, 6, 8, 1024, 128, 64, 0.4, 256),
@@ -415,7 +617,7 @@ _SCALING = {1: (256, 6, 4, 1024, 96, 64, 0.4, 256), 2: (512, 6, 8, 1024, 128, 64
 def _bert(depth, in_channels, embed_dim, n_points, **kw):
     c = dict(arch='ulip-pointbert', trans_dim=384, depth=depth, num_heads=6, group_size=32, num_group=512,
              encoder_dims=256, enc_hidden=(128, 256, 512), pos_hidden=128, mlp_ratio=4.0, fps_random_start=False,
-             embed_dim=embed_dim, in_channels=in_channels, preprocess=_pre(n_points, 'y'))
+             fps_reference='pointnet2_ops', embed_dim=embed_dim, in_channels=in_channels, preprocess=_pre(n_points, 'y'))
     c.update(kw); return c
 
 POINT_CONFIGS = {
@@ -429,16 +631,20 @@ POINT_CONFIGS = {
     'ulip2-pointbert': _bert(18, 6, 1280, 10000),
     'ulip-pn2-ssg': dict(arch='pn2-ssg', sa1=(512, 0.2, 32, (64, 64, 128)), sa2=(128, 0.4, 64, (128, 128, 256)),
                          sa3=(256, 512, 1024), fc=(512, 256), dropout=0.4, fps_random_start=False, embed_dim=512, in_channels=3,
-                         preprocess=_pre(8192, 'y')),
+                         fps_reference='pointnet2_pytorch', preprocess=_pre(8192, 'y')),
     # CPU sizes (trained here; 1024 points, projection to the tiny CLIP width)
-    'ppat-tiny-s': _ppat(128, 2, 2, 256, 48, 32, 0.35, 32, embed_dim=128, n_points=1024, dim_head=32, sa_hidden=(32, 32)),
-    'ppat-tiny-l': _ppat(160, 4, 4, 320, 96, 48, 0.3, 16, embed_dim=128, n_points=1024, dim_head=40, sa_hidden=(48, 64)),
+    'ppat-tiny-s': _ppat(128, 2, 2, 256, 48, 32, 0.35, 32, embed_dim=128, n_points=1024, dim_head=32, sa_hidden=(32, 32),
+                         fps_reference='textbook'),
+    'ppat-tiny-l': _ppat(160, 4, 4, 320, 96, 48, 0.3, 16, embed_dim=128, n_points=1024, dim_head=40, sa_hidden=(48, 64),
+                         fps_reference='textbook'),
     'ulip-pointbert-tiny': _bert(2, 6, 128, 1024, trans_dim=96, num_heads=2, group_size=16, num_group=64, encoder_dims=96,
-                                 enc_hidden=(32, 64, 128), pos_hidden=32),
+                                 enc_hidden=(32, 64, 128), pos_hidden=32, fps_reference='textbook'),
     'pn2-ssg-tiny': dict(arch='pn2-ssg', sa1=(128, 0.25, 16, (16, 16, 32)), sa2=(32, 0.5, 16, (32, 32, 64)),
                          sa3=(64, 128, 256), fc=(128, 64), dropout=0.4, fps_random_start=False, embed_dim=128, in_channels=3,
-                         preprocess=_pre(1024, 'y')),
+                         fps_reference='textbook', preprocess=_pre(1024, 'y')),
 }
+
+FPS_REFERENCES = ('textbook', 'pointnet2_ops', 'dgl', 'pointnet2_pytorch')   # see farthest_point_sample
 
 _ARCHS = {'ppat': PPATEncoder, 'ulip-pointbert': ULIPPointBERTEncoder, 'pn2-ssg': PointNet2Encoder}
 
@@ -448,6 +654,8 @@ def point_config(name: str, **overrides) -> dict:
         overrides = {**overrides, 'preprocess': {**POINT_CONFIGS[name]['preprocess'], **overrides['preprocess']}}
     cfg = registry_config(POINT_CONFIGS, name, 'point encoder', **overrides)
     if cfg['in_channels'] < 3: raise ValueError(f'{name}: in_channels must be >= 3 (xyz first), got {cfg["in_channels"]}')
+    if cfg.get('fps_reference', 'textbook') not in FPS_REFERENCES:
+        raise ValueError(f'{name}: fps_reference must be one of {FPS_REFERENCES}, got {cfg["fps_reference"]!r}')
     return cfg
 
 def create_point_encoder(name: str,     # a key of POINT_CONFIGS

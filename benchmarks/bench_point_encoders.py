@@ -1,0 +1,88 @@
+"""Point-encoder forwards: ours against the pre-change grouping and unfused MLPs, and 2 threads against 1.
+
+1. Speed-up: each encoder's eval forward (random weights, seeded clouds) with the current code and with the
+   pre-change FPS / ball query / kNN / Conv-BN-ReLU swapped in (`_reference.py`), 1 thread, the outputs
+   compared (max abs difference printed, 1e-5 wanted). `pointbert-s` runs at 10,000 points.
+2. Threads: each encoder in a fresh process with IBSR_NUM_THREADS=1 and =2 (through `configure_threads`,
+   the way the CLI runs), wall time; > 1 means 2 threads are faster.
+
+Times are min and median of --repeats runs after a warm-up, with the load average printed.
+
+    python benchmarks/bench_point_encoders.py [--repeats 3] [--only speed|threads]
+"""
+import argparse, json, os, subprocess, sys, time, statistics
+import torch
+from _reference import use_reference, timings, fmt, header
+
+# name: (batch, points)
+ENCODERS = {'ppat-tiny-s': (4, 1024), 'ppat-tiny-l': (4, 1024), 'ulip-pointbert-tiny': (4, 1024),
+            'pn2-ssg-tiny': (4, 1024), 'pointbert-s': (4, 10_000), 'ulip-pointbert': (1, 8192), 'ulip-pn2-ssg': (1, 8192)}
+
+
+def encoder_and_clouds(name):
+    from ibsr_nb.models.point import create_point_encoder
+    torch.manual_seed(0)
+    enc = create_point_encoder(name).eval()
+    for m in enc.modules():                                   # trained-looking BatchNorm statistics
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.5, 0.5); m.running_var.uniform_(0.5, 2.0)
+    B, N = ENCODERS[name]
+    x = torch.rand(B, N, enc.in_channels, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    return enc, x
+
+
+def speed(repeats):
+    torch.set_num_threads(1)
+    header('Encoder forward: ours vs pre-change, 1 thread')
+    for name in ENCODERS:
+        enc, x = encoder_and_clouds(name)
+        with torch.no_grad():
+            ours = enc.encode(x)
+            t_ours = timings(lambda: enc.encode(x), repeats)
+            undo = use_reference()
+            try:
+                ref = enc.encode(x)
+                t_ref = timings(lambda: enc.encode(x), repeats)
+            finally: undo()
+        diff = float((ours - ref).abs().max())
+        print(f'{name:20s} B={x.shape[0]} N={x.shape[1]:>5}: ours {fmt(t_ours)} | pre-change {fmt(t_ref)} | '
+              f'{min(t_ref) / min(t_ours):5.2f}x faster | max |diff| {diff:.1e}', flush=True)
+
+
+CHILD = """
+import sys, time, statistics, json, torch
+sys.path.insert(0, {here!r})
+from ibsr_nb.core import configure_threads
+from bench_point_encoders import encoder_and_clouds
+from _reference import timings
+n = configure_threads()
+enc, x = encoder_and_clouds({name!r})
+with torch.no_grad(): ts = timings(lambda: enc.encode(x), {repeats})
+print(json.dumps({{'threads': n, 'times': ts}}))
+"""
+
+def threads(repeats):
+    header('Threads: 2 against 1, fresh process each, wall time')
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = {k: v for k, v in os.environ.items() if k not in ('IBSR_NUM_THREADS', 'OMP_NUM_THREADS', 'OMP_WAIT_POLICY')}
+    for name in ENCODERS:
+        res = {}
+        for t in (1, 2):
+            code = CHILD.format(here=here, name=name, repeats=repeats)
+            r = subprocess.run([sys.executable, '-c', code], env={**env, 'IBSR_NUM_THREADS': str(t)},
+                               capture_output=True, text=True)
+            if r.returncode: sys.exit(f'{name} with {t} threads failed:\n{r.stderr[-2000:]}')
+            res[t] = json.loads(r.stdout.strip().splitlines()[-1])
+            assert res[t]['threads'] == t
+        one, two = res[1]['times'], res[2]['times']
+        print(f'{name:20s} 1 thread {fmt(one)} | 2 threads {fmt(two)} | 2 vs 1: {min(one) / min(two):5.2f}x '
+              f'(load {os.getloadavg()[0]:.1f})', flush=True)
+
+
+if __name__ == '__main__':
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--repeats', type=int, default=3)
+    ap.add_argument('--only', choices=('speed', 'threads'))
+    a = ap.parse_args()
+    if a.only != 'threads': speed(a.repeats)
+    if a.only != 'speed': threads(a.repeats)
