@@ -36,7 +36,8 @@ def textbook_fps(xyz, n):
     "pointnet2-pytorch's loop: ((xyz - centroid) ** 2).sum(-1), start at 0."
     B, N, _ = xyz.shape
     out = torch.zeros(B, n, dtype=torch.long)
-    dist, far, rows = torch.full((B, N), float('inf'), dtype=xyz.dtype), torch.zeros(B, dtype=torch.long), torch.arange(B)
+    dist = torch.full((B, N), float('inf'), dtype=xyz.dtype)
+    far, rows = torch.zeros(B, dtype=torch.long), torch.arange(B)
     for i in range(n):
         out[:, i] = far
         dist = torch.minimum(dist, ((xyz - xyz[rows, far][:, None]) ** 2).sum(-1))

@@ -46,26 +46,32 @@ def main(argv=None):
         for k, ts in res.items():
             ratio = '' if k == 'ours' else f'   ours is {min(ts) / min(res["ours"]):5.2f}x faster (min)'
             print(f'  {k:36s} {fmt(ts)}{ratio}')
+        b1 = timings(lambda: [P.farthest_point_sample(xyz[b:b + 1], n) for b in range(16)], a.repeats)
         b16 = timings(lambda: P.farthest_point_sample(xyz, n), a.repeats)
-        print(f'  ours, batch 16, per cloud            {fmt([t / 16 for t in b16])}   '
-              f'batch-16 / batch-1 per cloud: {min(b16) / 16 / min(res["ours"]):.2f}')
+        print(f'  ours, 16 clouds one by one, per cloud {fmt([t / 16 for t in b1])}')
+        print(f'  ours, the same 16 as one batch       {fmt([t / 16 for t in b16])}   '
+              f'batch-16 / batch-1 per cloud: {min(b16) / min(b1):.2f}')
     header('Grouping')
     for B, N, S, r, K in ((8, 10_000, 512, 0.2, 32), (8, 10_000, 64, 0.4, 256), (32, 1024, 128, 0.25, 16)):
         xyz = torch.rand(B, N, 3, generator=torch.Generator().manual_seed(B)) * 2 - 1
         cen = P.index_points(xyz, P.farthest_point_sample(xyz, S))
         assert torch.equal(P.ball_query(r, K, xyz, cen), old_ball(r, K, xyz, cen)), 'ball query differs'
         assert torch.equal(P.knn_query(K, xyz, cen), old_knn(K, xyz, cen)), 'kNN differs'
-        new_b, old_b = timings(lambda: P.ball_query(r, K, xyz, cen), a.repeats), timings(lambda: old_ball(r, K, xyz, cen), a.repeats)
-        new_k, old_k = timings(lambda: P.knn_query(K, xyz, cen), a.repeats), timings(lambda: old_knn(K, xyz, cen), a.repeats)
+        new_b = timings(lambda: P.ball_query(r, K, xyz, cen), a.repeats)
+        old_b = timings(lambda: old_ball(r, K, xyz, cen), a.repeats)
+        new_k = timings(lambda: P.knn_query(K, xyz, cen), a.repeats)
+        old_k = timings(lambda: old_knn(K, xyz, cen), a.repeats)
         step = max(1, OLD_CHUNK // (S * N))
         old_mb = min(B, step) * S * N * (4 + 8 + 8) / 2 ** 20                    # distances, int64 keys, topk copy
-        new_mb = max((bs.stop - bs.start if bs.stop <= B else B - bs.start) * (ss.stop - ss.start if ss.stop <= S else S - ss.start)
-                     for bs, ss in P._blocks(B, S, N)) * N * 4 / 2 ** 20      # one float32 distance block
+        block = max(len(range(B)[bs]) * len(range(S)[ss]) for bs, ss in P._blocks(B, S, N))
+        new_mb = block * N * 4 / 2 ** 20                                         # one float32 distance block
         out_mb = B * S * K * 8 / 2 ** 20
         print(f'B={B} N={N} S={S} K={K}: ball query ours {fmt(new_b)}; pre-change {fmt(old_b)}; '
               f'ours is {min(old_b) / min(new_b):.2f}x faster')
-        print(f'{"":27s}kNN        ours {fmt(new_k)}; pre-change {fmt(old_k)}; ours is {min(old_k) / min(new_k):.2f}x faster')
-        print(f'{"":27s}scratch: ours {new_mb:.1f} MB (bounded block) vs pre-change {old_mb:.1f} MB; result {out_mb:.2f} MB')
+        print(f'{"":27s}kNN        ours {fmt(new_k)}; pre-change {fmt(old_k)}; '
+              f'ours is {min(old_k) / min(new_k):.2f}x faster')
+        print(f'{"":27s}scratch: ours {new_mb:.1f} MB (bounded block) vs pre-change {old_mb:.1f} MB; '
+              f'result {out_mb:.2f} MB')
 
 
 if __name__ == '__main__': main()

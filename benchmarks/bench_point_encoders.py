@@ -4,7 +4,8 @@
    pre-change FPS / ball query / kNN / Conv-BN-ReLU swapped in (`_reference.py`), 1 thread, the outputs
    compared (max abs difference printed, 1e-5 wanted). `pointbert-s` runs at 10,000 points.
 2. Threads: each encoder in a fresh process with IBSR_NUM_THREADS=1 and =2 (through `configure_threads`,
-   the way the CLI runs), wall time; > 1 means 2 threads are faster.
+   the way the CLI runs), wall time; > 1 means 2 threads are faster. Run twice: OpenMP's default wait policy,
+   and OMP_WAIT_POLICY=PASSIVE set before torch loads (libgomp reads it only then).
 
 Times are min and median of --repeats runs after a warm-up, with the load average printed.
 
@@ -16,7 +17,8 @@ from _reference import use_reference, timings, fmt, header
 
 # name: (batch, points)
 ENCODERS = {'ppat-tiny-s': (4, 1024), 'ppat-tiny-l': (4, 1024), 'ulip-pointbert-tiny': (4, 1024),
-            'pn2-ssg-tiny': (4, 1024), 'pointbert-s': (4, 10_000), 'ulip-pointbert': (1, 8192), 'ulip-pn2-ssg': (1, 8192)}
+            'pn2-ssg-tiny': (4, 1024), 'pointbert-s': (4, 10_000), 'ulip-pointbert': (1, 8192),
+            'ulip-pn2-ssg': (1, 8192)}
 
 
 def encoder_and_clouds(name):
@@ -61,10 +63,11 @@ with torch.no_grad(): ts = timings(lambda: enc.encode(x), {repeats})
 print(json.dumps({{'threads': n, 'times': ts}}))
 """
 
-def threads(repeats):
-    header('Threads: 2 against 1, fresh process each, wall time')
+def threads(repeats, policy=None):
+    header(f'Threads: 2 against 1, fresh process each, wall time, OMP_WAIT_POLICY={policy or "unset"} at start')
     here = os.path.dirname(os.path.abspath(__file__))
     env = {k: v for k, v in os.environ.items() if k not in ('IBSR_NUM_THREADS', 'OMP_NUM_THREADS', 'OMP_WAIT_POLICY')}
+    if policy: env['OMP_WAIT_POLICY'] = policy              # as an entry point that sets it before torch loads
     for name in ENCODERS:
         res = {}
         for t in (1, 2):
@@ -85,4 +88,6 @@ if __name__ == '__main__':
     ap.add_argument('--only', choices=('speed', 'threads'))
     a = ap.parse_args()
     if a.only != 'threads': speed(a.repeats)
-    if a.only != 'speed': threads(a.repeats)
+    if a.only != 'speed':
+        threads(a.repeats)
+        threads(a.repeats, 'PASSIVE')
