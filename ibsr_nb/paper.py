@@ -28,7 +28,7 @@ __all__ = ['SCALE_PRESETS', 'BENCHES', 'ANNEAL_UP', 'RUNNERS', 'METRICS', 'QUALI
            'table_standard', 'table_hcl', 'table_beta', 'chance_levels', 'findings', 'plot_pipeline',
            'plot_vmf_density', 'plot_effects', 'plot_qualitative', 'EvalConfig', 'parse_checkpoint', 'published_model',
            'available_real_benchmarks', 'real_data_recipes', 'baseline_recipes', 'efficiency_table', 'reproduce',
-           'all_recipes', 'paper_results', 'add_reproduce_parser']
+           'all_recipes', 'paper_results']
 
 # %% ../nbs/20_paper.ipynb #ff97ac63
 @dataclass
@@ -602,14 +602,15 @@ def baseline_recipes(scale: PaperScale, root) -> list[Recipe]:
     return out
 
 def _run_cost(run_dir, train_s=None) -> dict:
-    "Cost report of a trained run, measured once and kept in `run_dir/cost.json` (so re-written tables are identical)."
+    "Cost report of a trained run, measured once and kept in `run_dir/cost.json` (re-written tables are identical, across processes too)."
     f = Path(run_dir)/'cost.json'
-    if f.exists(): return json.loads(f.read_text())
-    model, cfg = load_trained(run_dir)
-    rep = retrieval_model_report(model, load_benchmark(cfg.benchmark, quick=cfg.quick, seed=cfg.data_seed), None, train_s)
-    cost = {k: v for k, v in dataclasses.asdict(rep).items() if k != 'table'}
-    atomic_write_text(f, json.dumps(cost, indent=1, default=float))
-    return cost
+    with _locked(Path(run_dir)/'.cost.lock'):              # two notebooks writing tables at once measure it once
+        if not f.exists():
+            model, cfg = load_trained(run_dir)
+            rep = retrieval_model_report(model, load_benchmark(cfg.benchmark, quick=cfg.quick, seed=cfg.data_seed), None, train_s)
+            cost = {k: v for k, v in dataclasses.asdict(rep).items() if k != 'table'}
+            atomic_write_text(f, json.dumps(cost, indent=1, default=float))
+    return json.loads(f.read_text())
 
 def efficiency_table(results: list, res: pd.DataFrame) -> pd.DataFrame:
     "Accuracy and cost per system and benchmark: the baselines' stored costs, ours measured from its pre-aligned L runs."
@@ -701,27 +702,3 @@ def paper_results(scale: str | None = None, jobs: int | None = None, data_root=N
     rs = all_recipes(sc, root, data_root or os.environ.get('IBSR_DATA_ROOT'), checkpoints, tower_weights)
     return sc, root, rs, tidy_results(run_all(rs, root, desc=f'paper runs ({sc.name})', jobs=jobs))
 
-
-# %% ../nbs/20_paper.ipynb #d6376f09
-def add_reproduce_parser(p):
-    "Arguments of `ibsr reproduce`; returns the function that runs it."
-    g = p.add_mutually_exclusive_group()
-    g.add_argument('--quick', dest='scale', action='store_const', const='quick', help='tiny models, quick benchmarks, 1 seed (default; ≤ 10 min on 2 CPU cores)')
-    g.add_argument('--full', dest='scale', action='store_const', const='full', help='full benchmarks, paper-scale backbones, 3 seeds (GPU or a long CPU run)')
-    g.add_argument('--smoke', dest='scale', action='store_const', const='smoke', help='a few steps per run: checks the pipeline, numbers are meaningless')
-    p.add_argument('--out', type=Path, default=Path('outputs/paper'), help='folder for tables, figures and README.md')
-    p.add_argument('--jobs', type=int, default=None, help='runs trained side by side (default: $IBSR_JOBS, else 1 on a GPU, else one per CPU core, at most 4)')
-    p.add_argument('--data-root', type=Path, default=None, help='folder with real datasets (pix3d/, stanfordcars/, compcars/; default $IBSR_DATA_ROOT): adds runs on them')
-    p.add_argument('--checkpoint', action='append', default=[], metavar='NAME=PATH', help='a published encoder checkpoint to evaluate zero-shot (repeatable; NAME from the registry)')
-    p.add_argument('--tower-weights', action='append', default=[], metavar='NAME=FILE', help="local open_clip weights of a checkpoint's image tower")
-    p.set_defaults(scale='quick')
-    def run(a):
-        configure_threads()
-        towers = dict(t.split('=', 1) for t in a.tower_weights if '=' in t)
-        if len(towers) != len(a.tower_weights): raise ValueError(f'--tower-weights expects NAME=FILE, got {a.tower_weights}')
-        for arg in a.checkpoint: parse_checkpoint(arg)          # fail before any training on a bad argument
-        out = reproduce(a.scale, a.out, jobs=a.jobs, data_root=a.data_root, checkpoints=tuple(a.checkpoint), tower_weights=towers)
-        print((out/'README.md').read_text())
-        print(f'wrote {out}/README.md, {out}/tables/, {out}/figures/')
-        return 0
-    return run
