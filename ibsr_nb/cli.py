@@ -210,10 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 def error_message(e: BaseException) -> str:
-    "One line for an expected error: the file or option first, then the problem."
+    "The message of an expected error: the file or option first, then the problem (and any advice on further lines)."
     if isinstance(e, OSError) and e.filename is not None: return f'{e.filename}: {e.strerror or e}'
     if isinstance(e, KeyError) and e.args: return str(e.args[0])
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return str(e).strip() or type(e).__name__
 
 EXPECTED_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, KeyError)
 
