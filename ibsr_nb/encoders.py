@@ -5,7 +5,7 @@
 # %% ../nbs/10b_encoders.ipynb #b47fb36a
 from __future__ import annotations
 import hashlib, importlib, warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from .core import IbsrError
 from .models.point import POINT_CONFIGS, create_point_encoder
 from .models.image import create_tower, encode_images_cached
-from .pretrained import REGISTRY as PUBLISHED, get_spec, load_pretrained, read_checkpoint
-from .model import RetrievalModel, TrainConfig, load_trained, resolve_checkpoint
+from .pretrained import REGISTRY as PUBLISHED, load_pretrained, read_checkpoint
+from .model import RetrievalModel, load_trained, resolve_checkpoint
 
 # %% auto #0
 __all__ = ['ENCODERS', 'EncoderError', 'Encoder', 'as_encoder', 'EncoderEntry', 'get_entry', 'list_encoders', 'file_sha256',

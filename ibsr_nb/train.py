@@ -4,8 +4,8 @@
 
 # %% ../nbs/11_train.ipynb #08ae2ab6
 from __future__ import annotations
-import os, sys, json, math, time, random, argparse
-from dataclasses import dataclass, field
+import os, json, time, random
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -13,15 +13,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.distributed as dist
-from .core import (Config, ConfigError, set_seed, default_device, configure_threads, get_logger, progress,
+from .core import (ConfigError, set_seed, default_device, configure_threads, get_logger, progress,
                           atomic_torch_save, atomic_write_text, environment_report)
 from .data import load_benchmark
 from .pointclouds import augment_points, convert_up_axis
 from .losses import info_nce, clip_loss_trimodal, hcl_multimodal
 from .metrics import evaluate_retrieval
-from .model import (MODES, LOSSES, IMAGE_SOURCES, VAL_METRICS, CKPT_FORMAT, TrainConfig, ShapeBatchSampler, shard,
+from .model import (VAL_METRICS, CKPT_FORMAT, TrainConfig, ShapeBatchSampler, shard,
                            RetrievalModel, towers_trainable, set_train_mode, rng_state, set_rng_state, load_checkpoint,
-                           resolve_checkpoint, build_model, make_optimizer, load_trained)
+                           build_model, make_optimizer, load_trained)
 from .search import embed_points, embed_images
 
 # %% auto #0
