@@ -11,8 +11,8 @@ from pathlib import Path
 __all__ = ['ENCODER_SPEC', 'COMMANDS', 'EXPECTED_ERRORS', 'build_parser', 'error_message', 'main']
 
 # %% ../nbs/30_cli.ipynb #9bc2e077
-ENCODER_SPEC = ("encoder: a name from `ibsr encoders`, NAME=FILE for published weights, "
-                "or a run directory / checkpoint written by `ibsr train`")
+ENCODER_SPEC = ("encoder: a name from `ibsr encoders` (default: ibsr-l, the shipped pre-aligned L encoder), NAME=FILE for "
+                "published weights, or a run directory / checkpoint written by `ibsr train`")
 
 def _log(msg): print(msg, file=sys.stderr)
 
@@ -53,7 +53,7 @@ def _weights(spec: str, checkpoint) -> str:
 
 def _index(p):
     p.add_argument('mesh_dir', type=Path, help='folder of mesh files (searched recursively)')
-    p.add_argument('--encoder', required=True, help=ENCODER_SPEC)
+    p.add_argument('--encoder', default='ibsr-l', help=ENCODER_SPEC)   # = ibsr_nb.pretrained.DEFAULT_ENCODER (not imported: torch is slow)
     p.add_argument('--checkpoint', type=Path, default=None, help='weights file of a published encoder (same as --encoder NAME=FILE)')
     p.add_argument('--out', type=Path, required=True, help='index file to write')
     p.add_argument('--kind', choices=('flat', 'ivfpq', 'hnsw'), default='flat', help='index kind (flat: exact inner product)')
@@ -167,7 +167,9 @@ def _evaluate(p):
 def _reproduce(p):
     g = p.add_mutually_exclusive_group()
     g.add_argument('--quick', dest='scale', action='store_const', const='quick',
-                   help='tiny models, quick benchmarks, 1 seed (default; about 10 min on 2 CPU cores)')
+                   help="from the shipped pre-aligned weights: tiny models, quick benchmarks, 1 seed (default; about 10 min on 2 CPU cores)")
+    g.add_argument('--standard', dest='scale', action='store_const', const='standard',
+                   help='everything from nothing: regenerates the pre-aligned weights (stages 1 and 2), then 3 seeds of every run')
     g.add_argument('--full', dest='scale', action='store_const', const='full',
                    help='full benchmarks, paper-scale backbones, 3 seeds (GPU or a long CPU run)')
     g.add_argument('--smoke', dest='scale', action='store_const', const='smoke',

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from .core import IbsrError
 from .models.point import POINT_CONFIGS, create_point_encoder
 from .models.image import create_tower, encode_images_cached
-from .pretrained import REGISTRY as PUBLISHED, load_pretrained, read_checkpoint
+from .pretrained import REGISTRY as PUBLISHED, SHIPPED, DEFAULT_ENCODER, load_pretrained, read_checkpoint, shipped_files, read_weights
 from .model import RetrievalModel, load_trained, resolve_checkpoint
 
 # %% auto #0
@@ -107,7 +107,7 @@ def as_encoder(model,                       # an `Encoder`, or a `RetrievalModel
 class EncoderEntry:
     "A named encoder: what it is built from and where its weights come from."
     name: str
-    kind: str                      # 'random' | 'published' | 'baseline'
+    kind: str                      # 'shipped' | 'random' | 'published' | 'baseline'
     description: str
     point_arch: str = ''           # key of POINT_CONFIGS
     tower: str = ''                # open_clip model name of the image/text tower
@@ -126,6 +126,8 @@ def _random_entry(arch: str, tower: str = 'ibsr-tiny-vit-64') -> EncoderEntry:
                         point_arch=arch, tower=tower)
 
 ENCODERS: dict[str, EncoderEntry] = {e.name: e for e in [
+    *[EncoderEntry(s.name, 'shipped', s.description, point_arch=s.arch, tower=s.tower, source=f'ibsr_nb/weights/{s.file}')
+      for s in SHIPPED.values()],
     *[_random_entry(a) for a in ('ppat-tiny-s', 'ppat-tiny-l', 'ulip-pointbert-tiny', 'pn2-ssg-tiny')],
     *[EncoderEntry(s.name, 'published', s.description, point_arch=s.arch, tower=s.clip_model,
                    tower_pretrained=s.clip_pretrained, source=s.source) for s in PUBLISHED.values()],
@@ -156,7 +158,7 @@ def list_encoders(kind: str | None = None   # only this kind
         if e.point_arch:
             with torch.device('meta'): p = create_point_encoder(e.point_arch)
             params, dim = _n_params(p), int(p.embed_dim)
-        weights = {'random': 'random (seeded)', 'published': 'pretrained=FILE (published layout)',
+        weights = {'shipped': 'shipped with the package', 'random': 'random (seeded)', 'published': 'pretrained=FILE (published layout)',
                    'baseline': 'pretrained=model.pt of a baseline run, or random'}[e.kind]
         rows.append({'name': e.name, 'kind': e.kind, 'point_params': params, 'embed_dim': dim, 'tower': e.tower or '',
                      'weights': weights, 'description': e.description})
@@ -189,6 +191,14 @@ def create_encoder(name: str,                # a key of ENCODERS
                   ):
     "Build the registered encoder `name`: an `Encoder`, or for a baseline its own model."
     e = get_entry(name)
+    if e.kind == 'shipped':
+        point_file, tower_file = shipped_files(name) if pretrained is None else (_existing_file(pretrained, name), shipped_files(name)[1])
+        try:
+            point = create_point_encoder(e.point_arch)
+            point.load_state_dict(read_weights(point_file), strict=True)
+        except RuntimeError as err: raise EncoderError(f'{point_file}: not {name} weights: {str(err).splitlines()[0]}') from None
+        return Encoder(name, name if pretrained is None else f'{name}={point_file}', point, file_sha256(point_file),
+                       tower_factory=_tower_factory(e.tower, tower_file), description=e.description)
     if e.kind == 'random':
         if pretrained is not None: raise EncoderError(f'{name}: a random-weight encoder takes no weights file; pass a run directory instead')
         if not quiet: warnings.warn(f'{name}: random weights: embeddings carry no meaning (use trained or published weights)', stacklevel=2)

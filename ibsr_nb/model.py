@@ -15,13 +15,13 @@ from .core import Config, ConfigError, get_logger
 from .models.point import create_point_encoder
 from .models.image import create_tower
 from .losses import LogitScale, BetaSchedule
-from .pretrained import REGISTRY as PUBLISHED, get_spec, load_pretrained
+from .pretrained import REGISTRY as PUBLISHED, SHIPPED, get_spec, load_pretrained, shipped_files, read_weights
 
 # %% auto #0
 __all__ = ['log', 'MODES', 'LOSSES', 'IMAGE_SOURCES', 'VAL_METRICS', 'CKPT_FORMAT', 'TrainConfig', 'ShapeBatchSampler', 'shard',
            'RetrievalModel', 'towers_trainable', 'set_train_mode', 'rng_state', 'set_rng_state', 'load_checkpoint',
-           'resolve_checkpoint', 'load_part', 'published_init', 'load_published_init', 'load_init_weights',
-           'build_model', 'param_groups', 'WarmupCosine', 'make_optimizer', 'load_trained']
+           'resolve_checkpoint', 'load_part', 'published_init', 'load_published_init', 'load_shipped_init',
+           'load_init_weights', 'build_model', 'param_groups', 'WarmupCosine', 'make_optimizer', 'load_trained']
 
 # %% ../nbs/10a_model.ipynb #34c77a52
 log = get_logger('model')
@@ -44,7 +44,7 @@ class TrainConfig(Config):
     point_encoder: str = 'ppat-tiny-s'  # registry name in `ibsr_nb.models.point`
     tower: str = 'ibsr-tiny-vit-64'     # image/text tower name in `ibsr_nb.models.image`
     tower_pretrained: str | None = None # open_clip tag or weights file of the tower (None: random, or from `init`)
-    init: str | None = None             # pretraining run directory or checkpoint: the tower (+ point encoder in 'finetune'); or NAME=PATH of a published checkpoint (point encoder only)
+    init: str | None = None             # a shipped encoder name (e.g. 'ibsr-l': its frozen tower + point encoder), a pretraining run directory or checkpoint (the tower + point encoder in 'finetune'), or NAME=PATH of a published checkpoint (point encoder only)
     train_towers: bool = True           # 'pretrain' only: train the image/text towers too (False for published CLIP weights)
     text_weight: float = 1.0            # 'pretrain': weight of the point-text term
     image_text_weight: float = 1.0      # 'pretrain' with trained towers: weight of the image-text CLIP term
@@ -235,8 +235,22 @@ def load_published_init(model: RetrievalModel, cfg: TrainConfig, name: str, path
     except RuntimeError as e: raise ValueError(f'{path}: {name} weights do not fit point encoder {cfg.point_encoder!r} of this run: {e}') from None
     return model
 
+def load_shipped_init(model: RetrievalModel, cfg: TrainConfig) -> RetrievalModel:
+    "Load the frozen tower (and, except in 'scratch', the point encoder) of a shipped encoder (`ibsr_nb.pretrained.SHIPPED`)."
+    s = SHIPPED[cfg.init]
+    point_file, tower_file = shipped_files(s.name)
+    if cfg.tower != s.tower: raise ConfigError(f'init {s.name!r}: it is aligned to tower {s.tower!r}; this run asks for {cfg.tower!r}')
+    if cfg.mode != 'scratch' and cfg.point_encoder != s.arch:
+        raise ConfigError(f'init {s.name!r}: its point encoder is {s.arch!r}; this run asks for {cfg.point_encoder!r}')
+    try:
+        model.tower.model.load_state_dict(read_weights(tower_file), strict=True)
+        if cfg.mode != 'scratch': model.point_encoder.load_state_dict(read_weights(point_file), strict=True)
+    except RuntimeError as e: raise ValueError(f'{point_file.parent}: shipped weights of {s.name!r} do not fit: {str(e).splitlines()[0]}') from None
+    return model
+
 def load_init_weights(model: RetrievalModel, cfg: TrainConfig) -> RetrievalModel:
     "Load the tower (and in 'finetune'/'pretrain' the point encoder) from `cfg.init`; the temperature stays fresh."
+    if cfg.init in SHIPPED: return load_shipped_init(model, cfg)
     if (pub := published_init(cfg.init)) is not None: return load_published_init(model, cfg, *pub)
     path = resolve_checkpoint(cfg.init)
     ck = load_checkpoint(path)

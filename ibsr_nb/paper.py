@@ -14,7 +14,8 @@ from .core import (Config, ConfigError, is_quick, ibsr_home, progress, get_logge
                           environment_report, configure_threads)
 from .losses import BetaSchedule
 from .data import load_benchmark
-from .pretrained import REGISTRY, get_spec
+from .pretrained import REGISTRY, SHIPPED, get_spec
+from .prealign import TowerConfig, train_tower, align_config
 from .model import TrainConfig, build_model, load_trained, published_init
 from .train import train, evaluate, make_eval_set, fixed_subset
 from .search import embed_points, embed_images
@@ -22,13 +23,13 @@ from .viz import retrieval_grid
 from .baselines.cmah import BaselineRunConfig, run_baseline, retrieval_model_report
 
 # %% auto #0
-__all__ = ['SCALE_PRESETS', 'BENCHES', 'ANNEAL_UP', 'RUNNERS', 'METRICS', 'QUALITATIVE_RUNS', 'EXTRA_TABLES', 'TABLES',
-           'PaperScale', 'paper_scale', 'Recipe', 'recipes', 'run_recipe', 'paper_jobs', 'run_all', 'tidy_results',
-           'reported_results', 'mean_std', 'summarise', 'to_markdown', 'to_latex', 'write_table', 'table_zero_shot',
-           'table_standard', 'table_hcl', 'table_beta', 'chance_levels', 'findings', 'plot_pipeline',
-           'plot_vmf_density', 'plot_effects', 'plot_qualitative', 'EvalConfig', 'parse_checkpoint', 'published_model',
-           'available_real_benchmarks', 'real_data_recipes', 'baseline_recipes', 'efficiency_table', 'reproduce',
-           'all_recipes', 'paper_results']
+__all__ = ['SCALE_PRESETS', 'BENCHES', 'ANNEAL_UP', 'PRE_ALIGNED', 'RUNNERS', 'METRICS', 'QUALITATIVE_RUNS', 'EXTRA_TABLES',
+           'TABLES', 'PaperScale', 'paper_scale', 'Recipe', 'prealign_recipes', 'recipes', 'run_recipe', 'paper_jobs',
+           'run_all', 'tidy_results', 'reported_results', 'mean_std', 'summarise', 'to_markdown', 'to_latex',
+           'write_table', 'table_zero_shot', 'table_standard', 'table_hcl', 'table_beta', 'chance_levels', 'findings',
+           'plot_pipeline', 'plot_vmf_density', 'plot_effects', 'plot_qualitative', 'EvalConfig', 'parse_checkpoint',
+           'published_model', 'shipped_model', 'available_real_benchmarks', 'real_data_recipes', 'baseline_recipes',
+           'efficiency_table', 'reproduce', 'all_recipes', 'paper_results']
 
 # %% ../nbs/20_paper.ipynb #ff97ac63
 @dataclass
@@ -39,8 +40,13 @@ class PaperScale(Config):
     quick_data: bool = True              # quick or full benchmark sizes (ibsr_nb.data)
     small: str = 'ppat-tiny-s'           # the S point backbone
     large: str = 'ppat-tiny-l'           # the L point backbone
-    tower: str = 'ibsr-tiny-vit-64'      # image/text tower (trained during pretraining: no published CLIP weights here)
-    pretrain_steps: int = 160
+    tower: str = 'ibsr-tiny-vit-96'      # the frozen image/text tower (stage 1 of the pre-alignment, `ibsr_nb.prealign`)
+    prealign: str = 'shipped'            # 'shipped': start from the package's pre-aligned weights, as the paper starts from
+                                         # OpenShape's; 'train': regenerate them (stages 1 and 2) from nothing first
+    corpus_quick: bool = False           # 'train': the small test corpora instead of the 2,800-shape ones
+    tower_steps: int = 1000              # 'train': stage 1 (tower) steps, `tower_batch` shapes × 2 photos each
+    tower_batch: int = 64
+    align_steps: int = 800               # 'train': stage 2 (point encoder alignment) steps
     finetune_steps: int = 100
     batch_size: int = 32
     lr: float = 1e-3
@@ -49,11 +55,12 @@ class PaperScale(Config):
     baseline_steps: int = 80             # CMIC / CMAH training steps
 
 SCALE_PRESETS = {
-    'smoke': PaperScale(name='smoke', pretrain_steps=6, finetune_steps=4, batch_size=8, eval_every=4, betas=(0.5, 2.0),
-                        baseline_steps=3),
+    'smoke': PaperScale(name='smoke', finetune_steps=4, batch_size=8, eval_every=4, betas=(1.0, 4.0), baseline_steps=3,
+                        corpus_quick=True, tower_steps=4, tower_batch=8, align_steps=4),
     'quick': PaperScale(name='quick'),
-    'full': PaperScale(name='full', seeds=(0, 1, 2), quick_data=False, small='pointbert-s', large='pointbert-l',
-                       tower='ibsr-small-vit-64', pretrain_steps=6000, finetune_steps=3000, batch_size=64, lr=5e-4,
+    'standard': PaperScale(name='standard', seeds=(0, 1, 2), prealign='train'),
+    'full': PaperScale(name='full', seeds=(0, 1, 2), quick_data=False, prealign='train', small='pointbert-s', large='pointbert-l',
+                       tower_steps=20000, tower_batch=256, align_steps=6000, finetune_steps=3000, batch_size=64, lr=5e-4,
                        eval_every=500, betas=(0.5, 1.0, 2.0, 4.0, 8.0), baseline_steps=3000),
 }
 
@@ -69,11 +76,12 @@ def paper_scale(name: str | None = None) -> PaperScale:
 class Recipe:
     "One run of the paper's experiments."
     key: str                          # readable id, also the start of the run directory name
-    kind: str                         # 'train' (ibsr_nb.train), 'cmic' or 'cmah' (baselines)
+    kind: str                         # 'train' (ibsr_nb.train), 'tower' (stage 1, ibsr_nb.prealign), 'eval', 'cmic' or 'cmah'
     config: object                    # the run's config dataclass
     tags: dict = field(default_factory=dict)   # experiment, benchmark, backbone, init, loss, beta, seed, corpus
     evals: tuple = ()                 # benchmarks whose test queries it is evaluated on
     after: tuple = ()                 # keys of recipes that must finish first (e.g. the pretraining run it starts from)
+    eval_quick: bool | None = None    # benchmark size of `evals` (None: the config's `quick`; stage 2 trains on full corpora)
 
     def config_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
@@ -84,28 +92,50 @@ class Recipe:
 BENCHES = ('pix3d-like', 'cars-like', 'shape-centric')
 ANNEAL_UP = BetaSchedule(kind='anneal_up', beta=0.5, beta_end=2.0, stages=5)   # the paper's five-stage upward annealing
 
+PRE_ALIGNED = (('ensembled', 'S'), ('ensembled', 'L'), ('narrow', 'S'), ('narrow', 'L'))
+
+def prealign_recipes(scale: PaperScale, root) -> tuple[list[Recipe], dict]:
+    "(zero-shot recipes of the pre-aligned encoders, {backbone: `init` of its fine-tuning runs}): shipped, or stages 1 and 2."
+    out, init, size = [], {}, {'S': scale.small, 'L': scale.large}
+    zs_tags = lambda corpus, b: dict(experiment='pretrain', corpus=corpus, backbone=b, init='pre-aligned', loss='infonce', seed=0)
+    if scale.prealign == 'shipped':
+        for corpus, b in PRE_ALIGNED:
+            name = next(n for n, s in SHIPPED.items() if s.corpus == corpus and s.arch == size[b])
+            out.append(Recipe(f'pre/{corpus}/{b}/s0', 'eval', EvalConfig(source=name, quick=scale.quick_data),
+                              zs_tags(corpus, b), evals=BENCHES))
+            if corpus == 'ensembled': init[b] = name
+        return out, init
+    if scale.prealign != 'train': raise ValueError(f"prealign must be 'shipped' or 'train', got {scale.prealign!r}")
+    tower = Recipe('stage1/tower', 'tower', TowerConfig(corpus='ensembled', quick=scale.corpus_quick, tower=scale.tower,
+                                                         steps=scale.tower_steps, batch_size=scale.tower_batch),
+                   dict(experiment='stage1', corpus='ensembled', seed=0))
+    out.append(tower)
+    for corpus, b in PRE_ALIGNED:
+        cfg = align_config(tower.run_dir(root), corpus, size[b], steps=scale.align_steps, tower=scale.tower,
+                           quick=scale.corpus_quick, batch_size=max(scale.batch_size, 64) if not scale.corpus_quick else scale.batch_size,
+                           lr=scale.lr)
+        r = Recipe(f'pre/{corpus}/{b}/s0', 'train', cfg, zs_tags(corpus, b), evals=BENCHES, after=(tower.key,),
+                   eval_quick=scale.quick_data)
+        out.append(r)
+        if corpus == 'ensembled': init[b] = str(r.run_dir(root))
+    return out, init
+
 def recipes(scale: PaperScale, root) -> list[Recipe]:
-    "Every run of the paper's experiments at `scale`, in dependency order (pretraining first)."
-    out, size = [], {'S': scale.small, 'L': scale.large}
+    "Every run of the paper's experiments at `scale`, in dependency order (pre-alignment first)."
+    size = {'S': scale.small, 'L': scale.large}
+    out, init = prealign_recipes(scale, root)
+    after = {b: () if scale.prealign == 'shipped' else (f'pre/ensembled/{b}/s0',) for b in size}
     common = dict(quick=scale.quick_data, tower=scale.tower, batch_size=scale.batch_size, lr=scale.lr,
                   eval_every=scale.eval_every, save_every=max(scale.eval_every, 1))
     for seed in scale.seeds:
-        pre = {}
-        for corpus, b in [('ensembled', 'S'), ('ensembled', 'L'), ('narrow', 'L')]:
-            cfg = TrainConfig(mode='pretrain', benchmark=corpus, val_benchmark='pix3d-like', point_encoder=size[b],
-                              steps=scale.pretrain_steps, seed=seed, **common)
-            r = Recipe(f'pre/{corpus}/{b}/s{seed}', 'train', cfg,
-                       dict(experiment='pretrain', corpus=corpus, backbone=b, init='pre-aligned', loss='infonce', seed=seed),
-                       evals=BENCHES)
-            out.append(r); pre[corpus, b] = str(r.run_dir(root))
-        def ft(bench, b, init, loss, beta=ANNEAL_UP, experiment='standard', beta_label='anneal-up'):
-            cfg = TrainConfig(mode='finetune' if init == 'pre' else 'scratch', benchmark=bench, point_encoder=size[b],
-                              init=pre['ensembled', b], loss=loss, beta=beta, steps=scale.finetune_steps, seed=seed,
+        def ft(bench, b, init_, loss, beta=ANNEAL_UP, experiment='standard', beta_label='anneal-up'):
+            cfg = TrainConfig(mode='finetune' if init_ == 'pre' else 'scratch', benchmark=bench, point_encoder=size[b],
+                              init=init[b], loss=loss, beta=beta, steps=scale.finetune_steps, seed=seed,
                               image_source='both', **common)   # the benchmark's training photos + the shapes' rendered views
-            tags = dict(experiment=experiment, benchmark=bench, backbone=b, init='pre-aligned' if init == 'pre' else 'none',
+            tags = dict(experiment=experiment, benchmark=bench, backbone=b, init='pre-aligned' if init_ == 'pre' else 'none',
                         loss=loss, beta=beta_label if loss == 'hcl' else '', seed=seed, corpus='ensembled')
-            key = f"{experiment[:4]}/{bench}/{b}/{init}/{loss}" + (f'/{beta_label}' if experiment == 'beta' else '') + f'/s{seed}'
-            return Recipe(key, 'train', cfg, tags, evals=(bench,), after=(f'pre/ensembled/{b}/s{seed}',))
+            key = f"{experiment[:4]}/{bench}/{b}/{init_}/{loss}" + (f'/{beta_label}' if experiment == 'beta' else '') + f'/s{seed}'
+            return Recipe(key, 'train', cfg, tags, evals=(bench,), after=after[b])
         for bench in ('pix3d-like', 'shape-centric'):
             out += [ft(bench, b, init, loss) for b in 'SL' for init in ('pre', 'scratch') for loss in ('infonce', 'hcl')]
         out += [ft('cars-like', 'L', 'pre', loss) for loss in ('infonce', 'hcl')]
@@ -127,10 +157,14 @@ def _locked(path: Path):
 def _train_runner(recipe: Recipe, run_dir: Path) -> dict:
     resume = (run_dir/'checkpoints'/'last.pt').exists() and not (run_dir/'summary.json').exists()
     summary = train(None if resume else recipe.config, run_dir, resume=resume)
-    evals = {b: evaluate(run_dir, b, quick=recipe.config.quick, data_seed=recipe.config.data_seed) for b in recipe.evals}
+    quick = recipe.config.quick if recipe.eval_quick is None else recipe.eval_quick
+    evals = {b: evaluate(run_dir, b, quick=quick, data_seed=recipe.config.data_seed) for b in recipe.evals}
     return {'summary': summary, 'evals': evals}
 
-RUNNERS = {'train': _train_runner}     # 'eval' and the baselines' 'cmic' and 'cmah' join below
+def _tower_runner(recipe: Recipe, run_dir: Path) -> dict:
+    return {'summary': train_tower(recipe.config, run_dir), 'evals': {}}
+
+RUNNERS = {'train': _train_runner, 'tower': _tower_runner}   # 'eval' and the baselines' 'cmic' and 'cmah' join below
 
 def run_recipe(recipe: Recipe, root) -> dict:
     "Train/evaluate `recipe` under `root` unless its results exist; return its results (summary + per-benchmark tables)."
@@ -494,7 +528,7 @@ def plot_qualitative(recipes_: list[Recipe], root, benchmark: str = 'pix3d-like'
 @dataclass
 class EvalConfig(Config):
     "A zero-shot evaluation, without training: a trained run or a published checkpoint on benchmarks' test queries."
-    source: str = ''                   # a run directory, or NAME=PATH of a published checkpoint (`ibsr_nb.pretrained.REGISTRY`)
+    source: str = ''                   # a shipped encoder name (`ibsr_nb.pretrained.SHIPPED`), a run directory, or NAME=PATH of a published checkpoint
     tower_weights: str | None = None   # published only: local weights file of its open_clip tower (None: the registry's tag, cached)
     quick: bool = True                 # sizes of the generated benchmarks
     data_seed: int = 0
@@ -520,9 +554,15 @@ def published_model(name: str, path, tower_weights=None):
                       tower_pretrained=str(tower_weights) if tower_weights else spec.clip_pretrained)
     return build_model(cfg).eval()
 
+def shipped_model(name: str):
+    "A `RetrievalModel` of shipped encoder `name` (its frozen tower and point encoder), built as a fine-tuning run would start."
+    s = SHIPPED[name]
+    return build_model(TrainConfig(mode='finetune', point_encoder=s.arch, tower=s.tower, init=name)).eval()
+
 def _eval_runner(recipe: Recipe, run_dir: Path) -> dict:
     cfg = recipe.config
-    if Path(cfg.source).is_dir(): model = cfg.source
+    if cfg.source in SHIPPED: model = shipped_model(cfg.source)
+    elif Path(cfg.source).is_dir(): model = cfg.source
     else: model = published_model(*parse_checkpoint(cfg.source), cfg.tower_weights)
     evals = {b: evaluate(model, b, quick=cfg.quick, data_seed=cfg.data_seed, data_root=cfg.data_root) for b in recipe.evals}
     return {'summary': {'source': cfg.source}, 'evals': evals}

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_pretrained.ipynb #581935d3
 from __future__ import annotations
-import re, pickle, argparse, functools
+import re, json, pickle, argparse, functools
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
@@ -13,9 +13,10 @@ from .core import Config, atomic_torch_save
 from .models.point import POINT_CONFIGS, PointEncoder, create_point_encoder
 
 # %% auto #0
-__all__ = ['OPENAI_MEAN', 'OPENAI_STD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'REGISTRY', 'PretrainedSpec', 'get_spec',
-           'CheckpointError', 'read_checkpoint', 'split_state', 'fitting_layouts', 'check_state', 'load_pretrained',
-           'save_in_published_layout']
+__all__ = ['OPENAI_MEAN', 'OPENAI_STD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'REGISTRY', 'SHIPPED', 'DEFAULT_ENCODER',
+           'PretrainedSpec', 'get_spec', 'CheckpointError', 'read_checkpoint', 'split_state', 'fitting_layouts',
+           'check_state', 'load_pretrained', 'save_in_published_layout', 'ShippedSpec', 'weights_dir', 'shipped_files',
+           'read_weights', 'shipped_provenance']
 
 # %% ../nbs/07_pretrained.ipynb #2eeb9d9a
 OPENAI_MEAN, OPENAI_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
@@ -275,3 +276,57 @@ def save_in_published_layout(encoder: PointEncoder,     # the encoder to write
     ckpt = {spec.container: state} if spec.container else dict(state)
     ckpt.update(_default_extras(spec, encoder)); ckpt.update(extra)
     return atomic_torch_save(ckpt, path)
+
+# %% ../nbs/07_pretrained.ipynb #80d7904d
+@dataclass(frozen=True)
+class ShippedSpec:
+    "One of the project's own pre-aligned encoders, released inside the package (`ibsr_nb/weights`)."
+    name: str
+    arch: str            # key of POINT_CONFIGS
+    corpus: str          # the stage-2 corpus it was aligned on
+    file: str            # point-encoder weights (fp16 state dict) in the weights folder
+    tower: str = 'ibsr-tiny-vit-96'   # open_clip name of the frozen stage-1 tower it is aligned to
+    tower_file: str = 'ibsr-tower.pt'
+
+    @property
+    def description(self) -> str:
+        size = 'L' if self.arch.endswith('-l') else 'S'
+        return (f"the project's own pre-aligned {size} encoder ({self.arch}, aligned on the {self.corpus} corpus to the frozen "
+                f"{self.tower} tower); shipped with the package")
+
+SHIPPED = {s.name: s for s in [
+    ShippedSpec('ibsr-l', 'ppat-tiny-l', 'ensembled', 'ibsr-l.pt'),
+    ShippedSpec('ibsr-s', 'ppat-tiny-s', 'ensembled', 'ibsr-s.pt'),
+    ShippedSpec('ibsr-l-narrow', 'ppat-tiny-l', 'narrow', 'ibsr-l-narrow.pt'),
+    ShippedSpec('ibsr-s-narrow', 'ppat-tiny-s', 'narrow', 'ibsr-s-narrow.pt'),
+]}
+DEFAULT_ENCODER = 'ibsr-l'   # the default of `ibsr index` / `ibsr query` and of the notebooks
+
+def weights_dir() -> Path:
+    "The package's folder of shipped weights (`ibsr_nb/weights`)."
+    return Path(__file__).parent/'weights'
+
+def shipped_files(name: str) -> tuple[Path, Path]:
+    "(point-encoder file, tower file) of shipped encoder `name`; a clear error when the package lacks them."
+    if name not in SHIPPED: raise CheckpointError(f'{name}: not a shipped encoder; shipped: {sorted(SHIPPED)}')
+    s = SHIPPED[name]
+    files = weights_dir()/s.file, weights_dir()/s.tower_file
+    for f in files:
+        if not f.is_file():
+            raise CheckpointError(f'{f}: shipped weights of {name!r} are missing from this installation; reinstall ibsr_nb, '
+                                  'or regenerate them with `ibsr reproduce --standard`')
+    return files
+
+def read_weights(path) -> dict:
+    "A plain state dict of tensors (e.g. fp16 shipped weights) as float32, read with `weights_only=True`."
+    try: sd = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e: raise CheckpointError(f'{path}: not a readable weights file ({type(e).__name__})') from None
+    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f'{path}: expected a state dict of tensors')
+    return {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+
+def shipped_provenance() -> dict:
+    "The provenance record of every shipped file (config, seed, code version, sha256, metrics); {} when absent."
+    p = weights_dir()/'provenance.json'
+    return json.loads(p.read_text()) if p.is_file() else {}
+

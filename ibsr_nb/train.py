@@ -22,13 +22,13 @@ from .metrics import evaluate_retrieval
 from .model import (VAL_METRICS, CKPT_FORMAT, TrainConfig, ShapeBatchSampler, shard,
                            RetrievalModel, towers_trainable, set_train_mode, rng_state, set_rng_state, load_checkpoint,
                            build_model, make_optimizer, load_trained)
-from .search import embed_points, embed_images
+from .search import embed_points, embed_images, embed_texts
 
 # %% auto #0
-__all__ = ['log', 'DistEnv', 'init_distributed', 'barrier', 'gather_features', 'grad_scaled', 'EvalSet', 'query_photos',
-           'make_eval_set', 'TrainData', 'fixed_subset', 'chance_levels', 'retrieval_scores', 'Run', 'run_device',
-           'build_run', 'next_batch', 'contrastive_loss', 'train_step', 'validate', 'run_state', 'load_run_state',
-           'MetricsLog', 'train', 'plot_training_curves', 'evaluate']
+__all__ = ['log', 'DistEnv', 'init_distributed', 'barrier', 'gather_features', 'grad_scaled', 'EvalSet', 'resize_images',
+           'query_photos', 'make_eval_set', 'TrainData', 'fixed_subset', 'chance_levels', 'retrieval_scores', 'Run',
+           'run_device', 'build_run', 'next_batch', 'contrastive_loss', 'train_step', 'validate', 'run_state',
+           'load_run_state', 'MetricsLog', 'train', 'plot_training_curves', 'evaluate']
 
 # %% ../nbs/11_train.ipynb #a8ddb792
 log = get_logger('train')
@@ -92,6 +92,12 @@ def _encoder_points(points: np.ndarray, encoder) -> np.ndarray:
     "Benchmark points (y-up xyz + rgb) in the encoder's up axis and channel count."
     return np.ascontiguousarray(convert_up_axis(points, 'y', encoder.preprocess.get('up_axis', 'y'))[..., :encoder.in_channels])
 
+def resize_images(images: np.ndarray, side: int) -> np.ndarray:
+    "(B, H, W, 3) uint8 images resized (antialiased bilinear) to (B, side, side, 3)."
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    x = torch.nn.functional.interpolate(x, size=(side, side), mode='bilinear', antialias=True, align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
 def query_photos(bench, rows, mask_background: bool = True) -> np.ndarray:
     "Query photos `rows` of `bench` (Q, H, W, 3) uint8, optionally on white outside their object masks."
     rows = np.asarray(rows, dtype=np.int64)
@@ -137,9 +143,8 @@ class TrainData:
             for j, s in enumerate(q['shape_idx'].to_numpy()[part_q]):
                 if int(s) in pos: partners[pos[int(s)]].append(base + j)
             pool.append(query_photos(bench, part_q, cfg.mask_background))
-        if len({p.shape[1:] for p in pool}) > 1:
-            raise ValueError(f'{bench.name}: views {pool[0].shape[1:]} and photos {pool[1].shape[1:]} differ in size; '
-                             "use image_source 'views' or 'queries'")
+        side = max(p.shape[1] for p in pool)                # views and photos may differ in size: resize to the larger
+        pool = [p if p.shape[1] == side else resize_images(p, side) for p in pool]
         keep = [i for i, p in enumerate(partners) if p]    # shapes without an image partner cannot be trained on
         if len(keep) < 2: raise ValueError(f'{bench.name}: only {len(keep)} training shapes have {cfg.image_source} image partners')
         rows, partners = rows[keep], [partners[i] for i in keep]
@@ -201,6 +206,7 @@ class Run:
     generator: torch.Generator          # point subsets, augmentation, choice of image partner
     pool_emb: torch.Tensor | None       # (P, D) cached, normalised partner embeddings (frozen tower)
     val_emb: torch.Tensor | None        # (Q, D) cached validation query embeddings (frozen tower)
+    text_emb: torch.Tensor | None = None  # (S, D) cached, normalised caption embeddings of the training shapes (frozen tower)
 
 def run_device(cfg: TrainConfig, env: DistEnv) -> torch.device:
     "The device of this rank: `cfg.device` or the default; under DDP on CUDA, the local GPU."
@@ -233,9 +239,12 @@ def build_run(cfg: TrainConfig, env: DistEnv | None = None, load_weights: bool =
     if not towers_trainable(cfg):
         if cfg.cache_image_embeddings: pool_emb = embed_images(model, data.pool_images, cache=True).to(device)
         if data.val is not None: val_emb = embed_images(model, data.val.images, cache=True)
+    text_emb = None
+    if not towers_trainable(cfg) and cfg.mode == 'pretrain' and cfg.text_weight > 0:   # frozen text tower: embed each caption once
+        text_emb = embed_texts(model, list(data.captions)).to(device)
     return Run(cfg, env, device, data, model, net, optimizer, scheduler, torch.amp.GradScaler(device.type, enabled=False),
                ShapeBatchSampler(data.n_shapes, batch, seed=cfg.seed), torch.Generator().manual_seed(cfg.seed + 1),
-               pool_emb, val_emb)
+               pool_emb, val_emb, text_emb)
 
 # %% ../nbs/11_train.ipynb #11962345
 def next_batch(run: Run) -> dict:
@@ -271,7 +280,7 @@ def train_step(run: Run, step: int  # 1-based step number
     points = shard(batch['points'], env.rank, env.world_size).to(dev, non_blocking=True)
     images = None if run.pool_emb is not None else run.model.tower.preprocess_batch(run.data.pool_images[pool.numpy()]).to(dev)
     use_text = cfg.mode == 'pretrain' and (cfg.text_weight > 0 or (towers_trainable(cfg) and cfg.image_text_weight > 0))
-    texts = run.data.captions[idx.numpy()].tolist() if use_text else None
+    texts = run.data.captions[idx.numpy()].tolist() if use_text and run.text_emb is None else None
     t_data = time.perf_counter() - t0
     set_train_mode(run.model, cfg)
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.amp and dev.type == 'cuda'):
@@ -279,7 +288,7 @@ def train_step(run: Run, step: int  # 1-based step number
     W = env.world_size
     f_p = gather_features(out['f_p'], env)                          # (B, D), gradient through this rank's slot
     f_i = run.pool_emb[batch['pool'].to(dev)] if images is None else gather_features(out['f_i'], env)
-    f_t = gather_features(out['f_t'], env) if texts is not None else None
+    f_t = gather_features(out['f_t'], env) if texts is not None else (run.text_emb[batch['idx'].to(dev)] if use_text else None)
     beta = cfg.beta(step - 1, cfg.steps) if cfg.loss == 'hcl' else 0.0
     terms = contrastive_loss(cfg, f_p, f_i, f_t, grad_scaled(out['logit_scale'], 1 / W), beta)
     lr = run.scheduler.get_last_lr()[0]
