@@ -44,9 +44,9 @@ class PaperScale(Config):
     prealign: str = 'shipped'            # 'shipped': start from the package's pre-aligned weights, as the paper starts from
                                          # OpenShape's; 'train': regenerate them (stages 1 and 2) from nothing first
     corpus_quick: bool = False           # 'train': the small test corpora instead of the 2,800-shape ones
-    tower_steps: int = 1000              # 'train': stage 1 (tower) steps, `tower_batch` shapes × 2 photos each
+    tower_steps: int = 700               # 'train': stage 1 (tower) steps, `tower_batch` shapes × 2 photos each
     tower_batch: int = 64
-    align_steps: int = 800               # 'train': stage 2 (point encoder alignment) steps
+    align_steps: int = 600               # 'train': stage 2 (point encoder alignment) steps
     finetune_steps: int = 100
     batch_size: int = 32
     lr: float = 1e-3

@@ -44,6 +44,7 @@ class TowerConfig(Config):
     freeze_token_embedding: bool = True # the text token table (most of a tiny tower's weights) stays at its seeded init
     val_fraction: float = 0.1           # share of corpus shapes held out (reported, never used to choose weights)
     augment: bool = True                # random crops and horizontal flips of the photos
+    raw_fraction: float = 0.5           # share of photos shown with their background (the rest on white, as benchmark queries)
     log_every: int = 20
     seed: int = 0
 
@@ -65,6 +66,7 @@ class PhotoCorpus:
         rows = bench.query_rows('train')
         if not len(rows): raise ValueError(f'{bench.name}: the corpus has no photo-style images (train_queries = 0)')
         self.name, self.photos = bench.name, query_photos(bench, rows, mask_background=True)
+        self.raw = query_photos(bench, rows, mask_background=False)      # the same photos with their cluttered backgrounds
         self.photo_shape = bench.queries['shape_idx'].to_numpy()[rows]
         self.captions = bench.shapes['caption'].to_numpy()
         self.categories = bench.shapes['category'].to_numpy()
@@ -106,7 +108,8 @@ def augment_photos(x: torch.Tensor,          # (B, 3, S, S) normalised photos
 # %% ../nbs/11a_prealign.ipynb #8cf4339c
 def _tower_loss(cfg: TowerConfig, tower, ls: LogitScale, corpus: PhotoCorpus, shapes, rng, g) -> dict:
     a, b = corpus.pairs(shapes, rng)
-    x = tower.preprocess_batch(corpus.photos[np.concatenate([a, b])])
+    ab = np.concatenate([a, b]); raw = rng.random(len(ab)) < cfg.raw_fraction
+    x = tower.preprocess_batch(np.where(raw[:, None, None, None], corpus.raw[ab], corpus.photos[ab]))
     if cfg.augment: x = augment_photos(x, g)
     f = F.normalize(tower.encode_image(x).float(), dim=-1)
     fa, fb = f[:len(a)], f[len(a):]
@@ -115,10 +118,10 @@ def _tower_loss(cfg: TowerConfig, tower, ls: LogitScale, corpus: PhotoCorpus, sh
     if cfg.image_text_weight > 0:
         ft = F.normalize(tower.encode_text(list(corpus.captions[shapes])).float(), dim=-1)
         it = (info_nce(fa, ft, scale)['loss'] + info_nce(fb, ft, scale)['loss']) / 2
-        loss, out['loss_it'] = loss + cfg.image_text_weight * it, float(it)
+        loss, out['loss_it'] = loss + cfg.image_text_weight * it, float(it.detach())
     if cfg.image_image_weight > 0:
         ii = info_nce(fa, fb, scale)['loss']
-        loss, out['loss_ii'] = loss + cfg.image_image_weight * ii, float(ii)
+        loss, out['loss_ii'] = loss + cfg.image_image_weight * ii, float(ii.detach())
     return {'loss': loss, **out}
 
 @torch.no_grad()

@@ -502,19 +502,18 @@ def comparison_table(reports: list) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index('system')
 
 # %% ../../nbs/13_baselines.cmah.ipynb #a9044abd
-def _train_ours(benchmark, quick, data_seed, seed, pretrain_steps, finetune_steps, workdir, show_progress):
-    "Pre-align on the ensembled corpus, fine-tune on `benchmark`; return (run directory, seconds)."
+def _train_ours(benchmark, quick, data_seed, seed, init, finetune_steps, workdir, show_progress):
+    "Fine-tune the shipped pre-aligned encoder `init` on `benchmark`; return (run directory, seconds)."
+    from ibsr_nb.pretrained import SHIPPED
     work = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix='ibsr_compare_'))
-    common = dict(quick=quick, data_seed=data_seed, seed=seed)
     t0 = time.perf_counter()
-    pre = TrainConfig(mode='pretrain', benchmark='ensembled', val_benchmark=benchmark, steps=pretrain_steps,
-                      eval_every=pretrain_steps, save_every=pretrain_steps, **common)
-    ft = TrainConfig(mode='finetune', benchmark=benchmark, init=str(work/'pretrain'), steps=finetune_steps,
-                     eval_every=finetune_steps, save_every=finetune_steps, **common)
+    ft = TrainConfig(mode='finetune', benchmark=benchmark, init=init, point_encoder=SHIPPED[init].arch, tower=SHIPPED[init].tower,
+                     steps=finetune_steps, eval_every=finetune_steps, save_every=finetune_steps, image_source='both',
+                     quick=quick, data_seed=data_seed, seed=seed)
     old = os.environ.get('IBSR_PROGRESS')
     if not show_progress: os.environ['IBSR_PROGRESS'] = '0'
     try:
-        for name, cfg in (('pretrain', pre), ('finetune', ft)):
+        for name, cfg in (('finetune', ft),):
             if not (work/name/'summary.json').exists(): train(cfg, work/name, resume=(work/name/'checkpoints'/'last.pt').exists())
     finally:
         if not show_progress: os.environ.pop('IBSR_PROGRESS') if old is None else os.environ.__setitem__('IBSR_PROGRESS', old)
@@ -529,7 +528,8 @@ def baseline_comparison(benchmark: str = 'pix3d-like',          # benchmark of `
                         bits: int = 64,                          # CMAH code length
                         cmah_cfg: CMAHTrainConfig | None = None,
                         ours=None,                               # trained RetrievalModel or run directory; None: train one
-                        pretrain_steps: int = 400, finetune_steps: int = 200,   # when ours is trained here
+                        init: str = 'ibsr-s',                    # when ours is trained here: the shipped encoder it starts from
+                        finetune_steps: int = 200,
                         workdir=None,                            # where ours' runs go (default: a temporary folder)
                         large_gallery: int = 10_000,
                         show_progress: bool = True
@@ -537,7 +537,7 @@ def baseline_comparison(benchmark: str = 'pix3d-like',          # benchmark of `
     "Train and evaluate ours, CMIC and CMAH on one benchmark; return the comparison table and the `SystemReport`s."
     bench = load_benchmark(benchmark, quick=quick, seed=data_seed)
     reports = {}
-    if ours is None: ours, ours_s = _train_ours(benchmark, quick, data_seed, seed, pretrain_steps, finetune_steps, workdir, show_progress)
+    if ours is None: ours, ours_s = _train_ours(benchmark, quick, data_seed, seed, init, finetune_steps, workdir, show_progress)
     else: ours_s = None
     model = load_trained(ours)[0] if not isinstance(ours, nn.Module) else ours
     table = evaluate(model, benchmark, quick=quick, data_seed=data_seed)

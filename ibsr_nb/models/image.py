@@ -24,9 +24,9 @@ TINY_CLIP_CONFIGS = {
         'vision_cfg': {'image_size': 64, 'patch_size': 8, 'width': 128, 'layers': 2, 'head_width': 32, 'mlp_ratio': 4.0},
         'text_cfg': {'context_length': 32, 'vocab_size': 49408, 'width': 128, 'heads': 4, 'layers': 2},
     },
-    'ibsr-tiny-vit-96': {      # the project's own "CLIP" (stage 1 of the pre-alignment): 96 px photos in 8×8 patches of 12 px
+    'ibsr-tiny-vit-96': {      # the project's own "CLIP" (stage 1 of the pre-alignment): 96 px photos in 6×6 patches of 16 px
         'embed_dim': 128,
-        'vision_cfg': {'image_size': 96, 'patch_size': 12, 'width': 128, 'layers': 3, 'head_width': 32, 'mlp_ratio': 4.0},
+        'vision_cfg': {'image_size': 96, 'patch_size': 16, 'width': 128, 'layers': 3, 'head_width': 32, 'mlp_ratio': 4.0},
         'text_cfg': {'context_length': 32, 'vocab_size': 49408, 'width': 128, 'heads': 4, 'layers': 2},
     },
     'ibsr-small-vit-64': {
