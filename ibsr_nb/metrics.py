@@ -11,8 +11,8 @@ import pandas as pd
 import torch
 
 # %% auto #0
-__all__ = ['topk_stable', 'exact_search', 'retrieval_hits', 'retrieval_table', 'recall_curve', 'evaluate_retrieval',
-           'evaluate_scores', 'neighbour_recall']
+__all__ = ['topk_stable', 'exact_search', 'retrieval_hits', 'retrieval_table', 'with_query_ranks', 'recall_curve',
+           'evaluate_retrieval', 'evaluate_scores', 'neighbour_recall']
 
 # %% ../nbs/09_metrics.ipynb #191de4bb
 def _as_tensor(x, name: str, check: bool = True) -> torch.Tensor:
@@ -196,6 +196,20 @@ def retrieval_table(top_idx,            # (Q, K) ranked gallery indices, best fi
     table.index.name = 'category'
     return table[cols]
 
+# %% ../nbs/09_metrics.ipynb #1928b4ed
+def with_query_ranks(table: pd.DataFrame,   # a `retrieval_table` of these queries (its `attrs` are filled in place)
+                     top_idx,               # (Q, K) ranked gallery indices, best first
+                     query_category, query_instance, gallery_category, gallery_instance,
+                     query_id=None          # (Q,) the queries' ids (default 0..Q-1)
+                    ) -> pd.DataFrame:
+    "`table` with `attrs['per_query']` = {'query_id', 'rank' (1-based; gallery size + 1: not in the top K), 'gallery'}."
+    G = len(np.asarray(gallery_category).ravel())
+    r = retrieval_hits(top_idx, query_category, query_instance, gallery_category, gallery_instance)['rank'].to_numpy()
+    ids = np.arange(len(r)) if query_id is None else np.asarray(query_id)
+    if len(ids) != len(r): raise ValueError(f'query_id: {len(ids)} ids for {len(r)} queries')
+    table.attrs['per_query'] = {'query_id': ids.tolist(), 'rank': np.where(r >= 0, r + 1, G + 1).tolist(), 'gallery': G}
+    return table
+
 # %% ../nbs/09_metrics.ipynb #c666bca1
 def recall_curve(top_idx,                     # (Q, K) ranked gallery indices
                  query_category, query_instance, gallery_category, gallery_instance,
@@ -217,19 +231,23 @@ def evaluate_retrieval(query_emb,            # (Q, D) query embeddings (L2-norma
                        gallery_emb,          # (G, D) gallery embeddings
                        query_category, query_instance, gallery_category, gallery_instance,
                        ks=(1, 10), map_k: int = 10,
+                       query_id=None,        # (Q,) query ids for the per-query ranks (`with_query_ranks`)
                        **search_kw           # tiling options of `exact_search`
                       ) -> pd.DataFrame:
-    "Retrieval table (per category + Total) from embeddings via tiled exact search."
+    "Retrieval table (per category + Total, per-query ranks in `attrs`) from embeddings via tiled exact search."
     _, top = exact_search(query_emb, gallery_emb, max(max(ks), map_k), **search_kw)
-    return retrieval_table(top, query_category, query_instance, gallery_category, gallery_instance, ks, map_k)
+    labels = (query_category, query_instance, gallery_category, gallery_instance)
+    return with_query_ranks(retrieval_table(top, *labels, ks, map_k), top, *labels, query_id)
 
 def evaluate_scores(scores,                  # (Q, G) precomputed similarities, higher is better
                     query_category, query_instance, gallery_category, gallery_instance,
-                    ks=(1, 10), map_k: int = 10
+                    ks=(1, 10), map_k: int = 10,
+                    query_id=None            # (Q,) query ids for the per-query ranks (`with_query_ranks`)
                    ) -> pd.DataFrame:
-    "Retrieval table (per category + Total) from a full score matrix."
+    "Retrieval table (per category + Total, per-query ranks in `attrs`) from a full score matrix."
     _, top = topk_stable(scores, max(max(ks), map_k))
-    return retrieval_table(top, query_category, query_instance, gallery_category, gallery_instance, ks, map_k)
+    labels = (query_category, query_instance, gallery_category, gallery_instance)
+    return with_query_ranks(retrieval_table(top, *labels, ks, map_k), top, *labels, query_id)
 
 # %% ../nbs/09_metrics.ipynb #fe1a3524
 def neighbour_recall(found,   # (Q, k') indices returned by an approximate search (-1 = empty slot)

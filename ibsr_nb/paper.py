@@ -23,13 +23,14 @@ from .viz import retrieval_grid
 from .baselines.cmah import BaselineRunConfig, run_baseline, retrieval_model_report
 
 # %% auto #0
-__all__ = ['SCALE_PRESETS', 'BENCHES', 'ANNEAL_UP', 'PRE_ALIGNED', 'RUNNERS', 'METRICS', 'QUALITATIVE_RUNS', 'EXTRA_TABLES',
-           'TABLES', 'PaperScale', 'paper_scale', 'Recipe', 'prealign_recipes', 'recipes', 'run_recipe', 'paper_jobs',
-           'run_all', 'tidy_results', 'reported_results', 'mean_std', 'summarise', 'to_markdown', 'to_latex',
-           'write_table', 'table_zero_shot', 'table_standard', 'table_hcl', 'table_beta', 'chance_levels', 'findings',
-           'plot_pipeline', 'plot_vmf_density', 'plot_effects', 'plot_qualitative', 'EvalConfig', 'parse_checkpoint',
-           'published_model', 'shipped_model', 'available_real_benchmarks', 'real_data_recipes', 'baseline_recipes',
-           'efficiency_table', 'reproduce', 'all_recipes', 'paper_results']
+__all__ = ['SCALE_PRESETS', 'BENCHES', 'ANNEAL_UP', 'PRE_ALIGNED', 'RUNNERS', 'METRICS', 'COMPARISONS', 'QUALITATIVE_RUNS',
+           'EXTRA_TABLES', 'TABLES', 'PaperScale', 'paper_scale', 'Recipe', 'prealign_recipes', 'recipes', 'run_recipe',
+           'paper_jobs', 'run_all', 'query_results', 'tidy_results', 'reported_results', 'mean_std', 'summarise',
+           'to_markdown', 'to_latex', 'write_table', 'table_zero_shot', 'table_standard', 'table_hcl', 'table_beta',
+           'chance_levels', 'paired_difference', 'Comparison', 'compare', 'findings', 'plot_pipeline',
+           'plot_vmf_density', 'plot_effects', 'plot_qualitative', 'EvalConfig', 'parse_checkpoint', 'published_model',
+           'shipped_model', 'available_real_benchmarks', 'real_data_recipes', 'baseline_recipes', 'efficiency_table',
+           'reproduce', 'all_recipes', 'paper_results']
 
 # %% ../nbs/20_paper.ipynb #ff97ac63
 @dataclass
@@ -176,7 +177,9 @@ def run_recipe(recipe: Recipe, root) -> dict:
             res = RUNNERS[recipe.kind](recipe, run_dir)
             payload = {'key': recipe.key, 'kind': recipe.kind, 'tags': recipe.tags, 'config_hash': recipe.config_hash(),
                        'seconds': time.perf_counter() - t0, 'summary': res.get('summary', {}),
-                       'evals': {b: t.reset_index().to_dict(orient='records') for b, t in res['evals'].items()}}
+                       'evals': {b: t.reset_index().to_dict(orient='records') for b, t in res['evals'].items()},
+                       'per_query': {b: t.attrs['per_query'] for b, t in res['evals'].items()
+                                     if 'per_query' in t.attrs}}
             atomic_write_text(done, json.dumps(payload, indent=1, default=float))
     return json.loads(done.read_text())
 
@@ -257,11 +260,27 @@ def run_all(recipes_: list[Recipe], root,
                            'run again to retry only these):\n' + '\n'.join(f'  {k}: {v}' for k, v in failed.items()))
     return [done[k] for k in keys]
 
+# %% ../nbs/20_paper.ipynb #7de5e7a3
+class _Shared:
+    "A value in a DataFrame's `attrs`, by reference (pandas deep-copies `attrs` per filter, compares them on concat)."
+    def __init__(self, value): self.value = value
+    def __deepcopy__(self, memo): return self
+    def __eq__(self, other): return self is other
+    __hash__ = object.__hash__
+
+def query_results(results: list[dict]) -> pd.DataFrame:
+    "Long table of per-query ranks: key, kind, tags..., benchmark, query_id, rank, gallery (runs without any: no rows)."
+    parts = [pd.DataFrame({'query_id': pd.Series(pq['query_id'], dtype=str), 'rank': np.asarray(pq['rank'], np.int64)})
+             .assign(**{'key': r['key'], 'kind': r['kind'], **r['tags'], 'benchmark': bench, 'gallery': pq['gallery']})
+             for r in results for bench, pq in r.get('per_query', {}).items()]
+    cols = ['key', 'kind', 'benchmark', 'query_id', 'rank', 'gallery']
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
+
 # %% ../nbs/20_paper.ipynb #c18290ca
 METRICS = ('acc@1', 'acc@10', 'map@10', 'cat_acc')
 
 def tidy_results(results: list[dict]) -> pd.DataFrame:
-    "Long table: key, kind, tags..., benchmark, category, n_queries, metric, value (one row per number)."
+    "Long table: key, kind, tags..., benchmark, category, n_queries, metric, value (row per number); ranks in `attrs`."
     rows = []
     for res in results:
         for bench, table in res['evals'].items():
@@ -270,7 +289,9 @@ def tidy_results(results: list[dict]) -> pd.DataFrame:
                     if m in row: rows.append({'key': res['key'], 'kind': res['kind'], **res['tags'], 'benchmark': bench,
                                               'category': row['category'], 'n_queries': int(row.get('n_queries', 0)),
                                               'metric': m, 'value': float(row[m])})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out.attrs['per_query'] = _Shared(query_results(results))    # see `query_results`
+    return out
 
 # %% ../nbs/20_paper.ipynb #a1cd8d62
 def reported_results(table_id: str | None = None) -> pd.DataFrame:
@@ -373,13 +394,6 @@ def table_beta(res: pd.DataFrame) -> pd.DataFrame:
     return t.loc[order]
 
 # %% ../nbs/20_paper.ipynb #8fad844a
-def _acc(res, metric='acc@1', **sel) -> tuple[float, int]:
-    "(mean of `metric` over the selected Total rows, number of test queries behind it summed over seeds)."
-    d = res[(res['category'] == 'Total') & (res['metric'] == metric)]
-    for k, v in sel.items(): d = d[d[k] == v]
-    if not len(d): return float('nan'), 0
-    return float(d['value'].mean()), int(d['n_queries'].sum()) if 'n_queries' in d else 0
-
 def chance_levels(quick: bool = True, data_seed: int = 0) -> dict:
     "Acc@1 of a random ranking (1 / gallery size of the test split) for each benchmark."
     from ibsr_nb.data import load_benchmark
@@ -394,74 +408,187 @@ def _verdict(diff: float, se: float, z: float = 2.0) -> str:
     if np.isnan(diff): return 'no runs'
     return 'yes' if diff > z * se else ('opposite' if diff < -z * se else 'not resolved')
 
-def findings(res: pd.DataFrame, chance: dict) -> pd.DataFrame:
-    """F1–F7: the evidence in our runs (Acc@1 in %), the difference that decides each finding with twice its
-    binomial standard error over the test queries, and the verdict: 'yes', 'opposite' or 'not resolved'."""
-    pct = lambda v: f'{100 * v:.1f}'
-    rows = []
-    def row(fid, claim, evidence, diff, se):
-        rows.append((fid, claim, evidence, f'{100 * diff:+.1f} ± {200 * se:.1f}', _verdict(diff, se)))
-    zs = {b: _acc(res, experiment='pretrain', corpus='ensembled', backbone='L', benchmark=b) for b in BENCHES}
-    worst = min(BENCHES, key=lambda b: (zs[b][0] - chance[b]) / _se(*zs[b]) if zs[b][1] else -np.inf)
-    row('F1', 'pre-aligned encoders give zero-shot IBSR far above chance',
-        '; '.join(f'{b}: {pct(zs[b][0])} vs chance {pct(chance[b])}' for b in BENCHES) + f' (decided by the weakest: {worst})',
-        zs[worst][0] - chance[worst], _se(*zs[worst]))
-    ft = lambda **k: _acc(res, experiment='standard', benchmark='pix3d-like', **k)
-    pre, scr = ft(backbone='L', init='pre-aligned', loss='infonce'), ft(backbone='L', init='none', loss='infonce')
-    row('F2', 'fine-tuning from pre-aligned init beats training from scratch',
-        f'pix3d-like, L, InfoNCE: pre-aligned {pct(pre[0])} vs scratch {pct(scr[0])}', pre[0] - scr[0], np.hypot(_se(*pre), _se(*scr)))
-    sc = {(i, l): _acc(res, experiment='standard', benchmark='shape-centric', backbone='L', init=i, loss=l)
-          for i in ('none', 'pre-aligned') for l in ('hcl', 'infonce')}
-    g_scr, g_pre = sc['none', 'hcl'][0] - sc['none', 'infonce'][0], sc['pre-aligned', 'hcl'][0] - sc['pre-aligned', 'infonce'][0]
-    row('F3', 'HCL gains more over InfoNCE without pretraining than with it',
-        f'shape-centric, L: HCL − InfoNCE = {100 * g_scr:+.1f} (scratch), {100 * g_pre:+.1f} (pre-aligned)',
-        g_scr - g_pre, np.sqrt(sum(_se(*v) ** 2 for v in sc.values())))
-    l_, s_ = pre, ft(backbone='S', init='pre-aligned', loss='infonce')
-    row('F4', 'the larger point backbone helps when pre-aligned',
-        f'pix3d-like, pre-aligned, InfoNCE: L {pct(l_[0])} vs S {pct(s_[0])}', l_[0] - s_[0], np.hypot(_se(*l_), _se(*s_)))
-    cmic = res[(res['experiment'] == 'baseline') & res['loss'].astype(str).str.startswith('CMIC')]
-    cm, ours = _acc(cmic, benchmark='pix3d-like'), ft(backbone='L', init='pre-aligned', loss='hcl')
-    margin = 0.05   # "competes": at most 5 points below CMIC
-    row('F5', 'one embedding per shape competes with multi-view CMIC (at most 5 points below it)',
-        f'pix3d-like: ours (L, HCL) {pct(ours[0])} vs CMIC {pct(cm[0])} (cost: see the efficiency table)',
-        ours[0] - cm[0] + margin, np.hypot(_se(*ours), _se(*cm)))
-    b = res[(res['experiment'] == 'beta') & ~res['beta'].astype(str).str.startswith('anneal')]
-    betas = sorted({float(v) for v in b['beta']})
-    acc_b = {v: _acc(b, beta=f'{v:g}') for v in betas}
-    if len(betas) > 1:
-        best = max(betas[:-1], key=lambda v: acc_b[v][0]); top = betas[-1]
-        row('F6', 'moderate β helps, too large hurts',
-            ', '.join(f'β={v:g}: {pct(a)}' for v, (a, _) in acc_b.items()) + f' (best moderate β={best:g} vs β={top:g})',
-            acc_b[best][0] - acc_b[top][0], np.hypot(_se(*acc_b[best]), _se(*acc_b[top])))
-    else: row('F6', 'moderate β helps, too large hurts', 'fewer than two β values', float('nan'), float('nan'))
-    nar = {b_: _acc(res, experiment='pretrain', corpus='narrow', backbone='L', benchmark=b_) for b_ in BENCHES}
-    ens_m, nar_m = np.mean([zs[b_][0] for b_ in BENCHES]), np.mean([nar[b_][0] for b_ in BENCHES])
-    row('F7', 'diverse ("ensembled") pretraining beats narrow pretraining',
-        f'zero-shot L, mean over benchmarks: ensembled {pct(ens_m)} vs narrow {pct(nar_m)}', ens_m - nar_m,
-        np.sqrt(sum(_se(*v) ** 2 for v in [*zs.values(), *nar.values()])) / len(BENCHES))
+
+# %% ../nbs/20_paper.ipynb #12c2425e
+def _combine(strata) -> tuple[float, float, int, int]:
+    "(difference, SE, queries, seeds) of strata (m_s: (S,) seed means, query variance of the stratum mean, n queries)."
+    N = sum(n for _, _, n in strata)
+    w = [n / N for _, _, n in strata]                                  # each query weighs the same
+    m = sum(wb * np.asarray(mb, dtype=float) for wb, (mb, _, _) in zip(w, strata))   # (S,) pooled mean of each seed
+    S = len(m)
+    var = sum(wb ** 2 * qb for wb, (_, qb, _) in zip(w, strata)) + (m.var(ddof=1) / S if S > 1 else 0.0)
+    return float(m.mean()), float(np.sqrt(var)), N, S
+
+def _paired_stratum(d) -> tuple:
+    "(seed means, query variance of the mean, n) of per-query differences `d` (S, n): the same queries in every seed."
+    d = np.atleast_2d(np.asarray(d, dtype=float))
+    return d.mean(1), d.mean(0).var() / d.shape[1], d.shape[1]
+
+def _unpaired_stratum(arms,              # [(sign, (S,) accuracy per seed, n queries)] of each arm
+                      offset: float = 0.0) -> tuple:
+    "The same from accuracies alone (no per-query ranks): binomial variances, the arms taken as independent."
+    m = offset + sum(sign * np.asarray(p, dtype=float) for sign, p, _ in arms)
+    return m, sum(_se(float(np.mean(p)), n) ** 2 for _, p, n in arms), min(n for _, _, n in arms)
+
+def paired_difference(d  # (S, n) per-seed, per-query differences on the same queries, or a list of them (strata)
+                     ) -> tuple[float, float, int, int]:
+    "(mean difference, its standard error, queries, seeds): query noise + seed-to-seed variance (see above)."
+    d = [d] if isinstance(d, np.ndarray) and d.ndim <= 2 else d
+    return _combine([_paired_stratum(x) for x in d])
+
+# %% ../nbs/20_paper.ipynb #6d0f7068
+@dataclass(frozen=True)
+class Comparison:
+    "One finding's test, declared before any run: d_q = margin (− chance) + Σ sign · hit_arm(q) on shared queries."
+    fid: str                 # F1 … F7
+    claim: str               # the paper's finding
+    arms: tuple              # ((sign, label, {tag: value}), ...): A − B, or (A − B) − (C − D)
+    judged: tuple            # benchmarks whose test queries decide (several: pooled, each query weighing the same)
+    shown: tuple = ()        # benchmarks reported beside, not judged
+    margin: float = 0.0      # added to d (F5: "at most 5 points below")
+    vs_chance: bool = False  # d − chance; each benchmark alone, decided by the weakest (F1)
+    metric: str = 'acc@1'
+
+_ZS = dict(experiment='pretrain', backbone='L')                        # zero-shot evaluations of the pretraining runs
+_FT = lambda **k: dict(experiment='standard', init='pre-aligned', backbone='L', loss='infonce') | k   # fine-tuned
+_BETA = lambda b: dict(experiment='beta', backbone='L', init='pre-aligned', loss='hcl', beta=b)
+COMPARISONS = (
+    Comparison('F1', 'pre-aligned encoders give zero-shot IBSR far above chance',
+               ((1, 'ensembled L', _ZS | dict(corpus='ensembled')),), BENCHES, vs_chance=True),
+    Comparison('F2', 'fine-tuning from pre-aligned init beats training from scratch',
+               ((1, 'pre-aligned', _FT()), (-1, 'scratch', _FT(init='none'))), ('shape-centric',), ('pix3d-like',)),
+    Comparison('F3', 'HCL gains more over InfoNCE without pretraining than with it',
+               ((1, 'scratch HCL', _FT(init='none', loss='hcl')), (-1, 'scratch InfoNCE', _FT(init='none')),
+                (-1, 'pre-aligned HCL', _FT(loss='hcl')), (1, 'pre-aligned InfoNCE', _FT())),
+               ('shape-centric',), ('pix3d-like',)),
+    Comparison('F4', 'the larger point backbone helps when pre-aligned',
+               ((1, 'L', _FT()), (-1, 'S', _FT(backbone='S'))), ('shape-centric',), ('pix3d-like',)),
+    Comparison('F5', 'one embedding per shape competes with multi-view CMIC (at most 5 points below it)',
+               ((1, 'ours (L, HCL)', _FT(loss='hcl')), (-1, 'CMIC', dict(kind='cmic'))), ('pix3d-like',), margin=0.05),
+    Comparison('F6', 'moderate β helps, too large hurts (constant β = 1 vs β = 4)',
+               ((1, 'β=1', _BETA('1')), (-1, 'β=4', _BETA('4'))), ('shape-centric',)),
+    Comparison('F7', 'diverse ("ensembled") pretraining beats narrow pretraining',
+               ((1, 'ensembled', _ZS | dict(corpus='ensembled')), (-1, 'narrow', _ZS | dict(corpus='narrow'))),
+               BENCHES),
+)
+
+# %% ../nbs/20_paper.ipynb #3fead687
+def _score(rank: np.ndarray, metric: str) -> np.ndarray:
+    "Per-query value of `metric` from 1-based ranks: acc@k = rank ≤ k; map@k = 1/rank within k (one relevant shape)."
+    name, k = metric.split('@'); r = np.asarray(rank, dtype=float)
+    return (r <= int(k)).astype(float) if name == 'acc' else np.where(r <= int(k), 1 / r, 0.0)
+
+def _pick(d: pd.DataFrame, sel: dict, bench: str, what: str) -> dict:
+    "{seed: rows} of the one run per seed that `sel` picks on `bench` in table `d`."
+    d = d[d['benchmark'] == bench]
+    for k, v in sel.items(): d = d[d[k] == v] if k in d else d.iloc[:0]
+    if d.empty: return {}
+    out = {}
+    for seed, g in d.groupby('seed'):
+        if g['key'].nunique() > 1:
+            raise ValueError(f'{what}: arm {sel} picks several runs of seed {seed} on {bench}: '
+                             f'{sorted(g["key"].unique())}')
+        out[int(seed)] = g
+    return out
+
+def _per_query(res: pd.DataFrame) -> pd.DataFrame:
+    "The per-query ranks `tidy_results` attached to `res` (empty for tables built otherwise)."
+    pq = res.attrs.get('per_query')
+    return pq.value if isinstance(pq, _Shared) else query_results([])
+
+def compare(res: pd.DataFrame,        # tidy results (`tidy_results`)
+            comp: Comparison,
+            benches: tuple,           # benchmarks pooled into one difference
+            chance: dict | None = None  # {benchmark: chance level of comp.metric} (comp.vs_chance)
+           ) -> dict | None:
+    "diff, se, n, seeds, paired and each arm's accuracy per benchmark; None when an arm has no runs."
+    tot = res[(res['category'] == 'Total') & (res['metric'] == comp.metric)]
+    pq, what = _per_query(res), f'{comp.fid or "compare"}'
+    totals = {(b, l): _pick(tot, sel, b, what) for b in benches for _, l, sel in comp.arms}
+    seeds = sorted(set.intersection(*(set(t) for t in totals.values())))
+    if not seeds: return None
+    ranks = {(b, l): _pick(pq, sel, b, what) for b in benches for _, l, sel in comp.arms}
+    paired = all(s in r for r in ranks.values() for s in seeds)
+    offset = {b: comp.margin - (chance[b] if comp.vs_chance else 0.0) for b in benches}
+    strata, acc = [], {}
+    for b in benches:
+        if paired:
+            hits = {(l, s): pd.Series(_score(ranks[b, l][s]['rank'], comp.metric), index=ranks[b, l][s]['query_id'])
+                    for _, l, _ in comp.arms for s in seeds}
+            ids = sorted(set.intersection(*(set(h.index) for h in hits.values())))
+            if not ids: paired = False; break
+            d = offset[b] + sum(sign * np.stack([hits[l, s].loc[ids].to_numpy() for s in seeds])   # (S, n)
+                                for sign, l, _ in comp.arms)
+            strata.append(_paired_stratum(d))
+            acc[b] = {l: float(np.mean([hits[l, s].loc[ids].mean() for s in seeds])) for _, l, _ in comp.arms}
+    if not paired:                                                      # old results: accuracies and their counts only
+        strata, acc = [], {}
+        for b in benches:
+            arms = [(sign, [float(totals[b, l][s]['value'].iloc[0]) for s in seeds],
+                     int(np.mean([totals[b, l][s]['n_queries'].iloc[0] for s in seeds]))) for sign, l, _ in comp.arms]
+            strata.append(_unpaired_stratum(arms, offset[b]))
+            acc[b] = {l: float(np.mean(p)) for (_, p, _), (_, l, _) in zip(arms, comp.arms)}
+    diff, se, n, S = _combine(strata)
+    return dict(diff=diff, se=se, n=n, seeds=S, paired=paired, acc=acc)
+
+# %% ../nbs/20_paper.ipynb #0b04dc76
+def findings(res: pd.DataFrame,   # tidy results (`tidy_results`: per-query ranks in its `attrs`)
+             chance: dict,        # {benchmark: Acc@1 of a random ranking} (`chance_levels`)
+             comparisons=COMPARISONS
+            ) -> pd.DataFrame:
+    """F1–F7 as declared in `COMPARISONS`: the evidence in our runs (Acc@1 in %), the paired difference ± twice its
+    standard error (query noise and seed-to-seed variance), and the verdict: 'yes', 'opposite' or 'not resolved'."""
+    pct, rows = lambda v: f'{100 * v:.1f}', []
+    arms_text = lambda c, a: (' vs ' if len(c.arms) == 2 else ', ').join(f'{l} {pct(a[l])}' for _, l, _ in c.arms)
+    for c in comparisons:
+        if c.vs_chance:                                  # each benchmark alone, decided by the weakest
+            per = {b: compare(res, c, (b,), chance) for b in c.judged}
+            got = {b: s for b, s in per.items() if s is not None}
+            b0 = min(got, key=lambda b: got[b]['diff'] / max(got[b]['se'], 1e-12)) if len(got) == len(per) else None
+            st = got[b0] if b0 else None
+            ev = ('; '.join(f'{b}: {pct(s["acc"][b][c.arms[0][1]])} vs chance {pct(chance[b])}' for b, s in got.items())
+                  + (f' (decided by the weakest: {b0})' if b0 else ''))
+        else:
+            st = compare(res, c, c.judged)
+            ev = (f'{", ".join(c.judged)}' + (' (pooled)' if len(c.judged) > 1 else '') + ': '
+                  + arms_text(c, {l: np.mean([st['acc'][b][l] for b in c.judged]) for _, l, _ in c.arms}) if st else '')
+            if st and c.margin: ev += f' (margin {100 * c.margin:g} points)'
+            for b in c.shown:
+                sh = compare(res, c, (b,))
+                if sh: ev += (f'; {b} (not judged): {arms_text(c, sh["acc"][b])}, '
+                              f'{100 * sh["diff"]:+.1f} ± {200 * sh["se"]:.1f}')
+        if st is None:
+            none = 'no runs of ' + ' and '.join(l for _, l, _ in c.arms)
+            rows.append((c.fid, c.claim, none, '', 'no runs', 0, 0, ''))
+            continue
+        test = 'paired' if st['paired'] else 'unpaired (no per-query ranks stored)'
+        rows.append((c.fid, c.claim, ev, f'{100 * st["diff"]:+.1f} ± {200 * st["se"]:.1f}',
+                     _verdict(st['diff'], st['se']), st['n'], st['seeds'], test))
     return pd.DataFrame(rows, columns=['id', 'finding (paper)', 'our evidence (Acc@1, %)', 'difference ± 2 s.e. (points)',
-                                       'shows here']).set_index('id')
+                                       'shows here', 'queries', 'seeds', 'test']).set_index('id')
 
 # %% ../nbs/20_paper.ipynb #344ebf2e
 def plot_pipeline():
-    "Fig. 1: photo → frozen image tower; shapes → point clouds → point encoder; one embedding per shape in a k-NN index."
+    "Fig. 1: photo → stage-1 image tower (frozen); shapes → points → stage-2 point encoder; a k-NN index."
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch
     fig, ax = plt.subplots(figsize=(10, 3.6)); ax.set_xlim(0, 10); ax.set_ylim(0, 3.6); ax.axis('off')
-    def box(x, y, w, h, text, color):
+    def box(x, y, w, h, text, color, fontsize=9):
         ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle='round,pad=0.04,rounding_size=0.12', fc=color, ec='#333', lw=1.2))
-        ax.text(x + w / 2, y + h / 2, text, ha='center', va='center', fontsize=9)
+        ax.text(x + w / 2, y + h / 2, text, ha='center', va='center', fontsize=fontsize)
     def arrow(x0, y0, x1, y1, text='', dy=0.14):
         ax.annotate('', (x1, y1), (x0, y0), arrowprops=dict(arrowstyle='->', lw=1.4, color='#333'))
         if text: ax.text((x0 + x1) / 2, (y0 + y1) / 2 + dy, text, ha='center', fontsize=7.5, color='#555')
     box(0.1, 2.35, 1.5, 0.9, 'query photo', '#fde2c8'); box(0.1, 0.35, 1.5, 0.9, '3D shapes\n(meshes)', '#d6e6f5')
     box(2.3, 0.35, 1.5, 0.9, 'point clouds\nP × 6 (xyz+rgb)', '#d6e6f5')
-    box(4.3, 2.35, 1.9, 0.9, 'image encoder $f_I$\n(CLIP ViT, frozen)', '#fff3b0')
-    box(4.3, 0.35, 1.9, 0.9, 'point encoder $f_P$\n(pre-aligned, fine-tuned)', '#c8ecc8')
+    # the project's two-stage pre-alignment (DESIGN.md §2): its own image/text tower, no published CLIP weights
+    box(4.15, 2.35, 2.2, 0.9, 'image encoder $f_I$\nstage 1: image/text tower (frozen)', '#fff3b0', 7.5)
+    box(4.15, 0.35, 2.2, 0.9, 'point encoder $f_P$\nstage 2: point encoder aligned to it\n(then fine-tuned)',
+        '#c8ecc8', 7.5)
     box(6.7, 0.35, 1.4, 0.9, 'one embedding\nper shape', '#c8ecc8'); box(6.7, 2.35, 1.4, 0.9, 'query\nembedding', '#fff3b0')
     box(8.55, 1.35, 1.4, 0.9, 'k-NN index\n(FAISS)\n→ ranked shapes', '#e6d6f5')
-    arrow(1.6, 2.8, 4.3, 2.8, 'preprocess'); arrow(1.6, 0.8, 2.3, 0.8, 'sample', 0.12); arrow(3.8, 0.8, 4.3, 0.8)
-    arrow(6.2, 2.8, 6.7, 2.8); arrow(6.2, 0.8, 6.7, 0.8)
+    arrow(1.6, 2.8, 4.15, 2.8, 'preprocess'); arrow(1.6, 0.8, 2.3, 0.8, 'sample', 0.12); arrow(3.8, 0.8, 4.15, 0.8)
+    arrow(6.35, 2.8, 6.7, 2.8); arrow(6.35, 0.8, 6.7, 0.8)
     arrow(8.1, 2.8, 9.25, 2.25); ax.text(8.75, 2.95, 'search', fontsize=7.5, color='#555')
     arrow(8.1, 0.8, 9.25, 1.35); ax.text(8.75, 0.55, 'index once', fontsize=7.5, color='#555')
     ax.annotate('', (5.25, 1.25), (5.25, 2.35), arrowprops=dict(arrowstyle='<->', lw=1.0, ls='--', color='#a33'))
@@ -480,23 +607,40 @@ def plot_vmf_density(betas=(0, 0.5, 1, 2, 4), dim: int = 128, temperature: float
     ax.legend(fontsize=8); fig.tight_layout()
     return fig
 
-def plot_effects(res: pd.DataFrame, metric: str = 'acc@1'):
-    "Fig. 4: instance retrieval per benchmark and backbone for pre-aligned vs scratch init, InfoNCE vs HCL (mean ± std)."
+def _chance_from_ranks(res: pd.DataFrame, metric: str) -> dict:
+    "{benchmark: chance level of `metric`} from the gallery sizes stored with the per-query ranks."
+    pq = _per_query(res)
+    sizes = pq.groupby('benchmark')['gallery'].max() if len(pq) else {}
+    k = int(metric.split('@')[1])
+    top = lambda G: min(k, int(G))
+    return {b: (top(G) if metric.startswith('acc') else sum(1 / r for r in range(1, top(G) + 1))) / int(G)
+            for b, G in dict(sizes).items()}
+
+def plot_effects(res: pd.DataFrame, metric: str = 'acc@1',
+                 chance: dict | None = None   # {benchmark: chance level of `metric`} (default: from the gallery sizes)
+                ):
+    "Fig. 4: retrieval per benchmark and backbone, pre-aligned vs scratch, InfoNCE vs HCL: mean ± 2 SE, chance dashed."
     import matplotlib.pyplot as plt
     d = res[(res['experiment'] == 'standard') & (res['category'] == 'Total') & (res['metric'] == metric) & res['backbone'].isin(['S', 'L'])]
-    g = d.groupby(['benchmark', 'backbone', 'init', 'loss'])['value'].agg(['mean', 'std']).fillna(0) * 100
-    groups = sorted({(b, k) for b, k, _, _ in g.index})
+    groups = sorted({(b, k) for b, k in zip(d['benchmark'], d['backbone'])})
     bars = [('pre-aligned', 'infonce'), ('pre-aligned', 'hcl'), ('none', 'infonce'), ('none', 'hcl')]
     colors = ['#2b83ba', '#1a5a8a', '#fdae61', '#d7191c']
+    chance = _chance_from_ranks(res, metric) if chance is None else chance
     fig, ax = plt.subplots(figsize=(1.6 * len(groups) + 2, 3.4)); w = 0.2
-    for j, (init, loss) in enumerate(bars):
-        vals = [g.loc[(b, k, init, loss)] if (b, k, init, loss) in g.index else pd.Series({'mean': np.nan, 'std': 0}) for b, k in groups]
-        ax.bar(np.arange(len(groups)) + (j - 1.5) * w, [v['mean'] for v in vals], w, yerr=[v['std'] for v in vals],
+    for j, (init, loss) in enumerate(bars):      # one arm each: its SE over queries and seeds (`compare`)
+        st = [compare(res, Comparison('', '', ((1, '', dict(experiment='standard', backbone=k, init=init, loss=loss)),),
+                                      (b,), metric=metric), (b,)) for b, k in groups]
+        ax.bar(np.arange(len(groups)) + (j - 1.5) * w, [100 * s['diff'] if s else np.nan for s in st], w,
+               yerr=[200 * s['se'] if s else 0 for s in st], capsize=2, error_kw=dict(lw=0.8),
                color=colors[j], label=f"{'pre-aligned' if init == 'pre-aligned' else 'scratch'} + {'HCL' if loss == 'hcl' else 'InfoNCE'}")
+    for i, (b, _) in enumerate(groups):
+        if b in chance: ax.hlines(100 * chance[b], i - 2 * w, i + 2 * w, colors='#333', linestyles='--', lw=1, zorder=3,
+                                  label='chance' if i == 0 else None)
     ax.set_xticks(range(len(groups)), [f'{b}\n{k}' for b, k in groups], fontsize=8)
-    ax.set(ylabel=f'instance {metric} (%)', title='pre-alignment and loss effects (fine-tuned, test queries)')
-    ax.legend(fontsize=7, ncol=4, loc='upper center', bbox_to_anchor=(0.5, -0.2), frameon=False); fig.tight_layout()
+    ax.set(ylabel=f'instance {metric} (%)', title='pre-alignment and loss effects (fine-tuned, test queries, ± 2 SE)')
+    ax.legend(fontsize=7, ncol=5, loc='upper center', bbox_to_anchor=(0.5, -0.2), frameon=False); fig.tight_layout()
     return fig
+
 
 # %% ../nbs/20_paper.ipynb #a877c0bf
 QUALITATIVE_RUNS = (('zero-shot (pre-aligned L)', 'pre/ensembled/L/s0'),
@@ -709,13 +853,17 @@ def reproduce(scale: str = 'quick',     # 'quick' (CPU, minutes), 'full' (GPU or
     atomic_write_text(out/'results.csv', res.to_csv(index=False))
     tables = {name: (fn(res), cap) for name, (fn, cap) in TABLES.items()}
     tables.update({name: (fn(results, res), cap) for name, (fn, cap) in EXTRA_TABLES.items()})
-    tables['findings'] = (findings(res, chance_levels(sc.quick_data)), 'Which of the paper\'s findings show on the procedural benchmark, with the numbers.')
+    chance = chance_levels(sc.quick_data)
+    tables['findings'] = (findings(res, chance), 'Which of the paper\'s findings show on the procedural benchmark, '
+                          'with the numbers (paired differences over the same test queries, ± 2 SE with seed-to-seed '
+                          'variance; the comparisons are declared in `COMPARISONS`).')
     for name, (t, cap) in tables.items(): write_table(t, out/'tables', name, cap)
     from ibsr_nb.losses import plot_negative_sampling_toy
     figs = {'fig1_pipeline': ('The retrieval pipeline.', plot_pipeline()),
             'fig2_negative_sampling': ('Random vs hard (tilted) negative sampling on a 2-D toy embedding.', plot_negative_sampling_toy()),
             'fig3_vmf_density': ('Density of negatives under the vMF-tilted distribution for several β.', plot_vmf_density()),
-            'fig4_effects': ('Pre-alignment and loss effects on instance retrieval (Acc@1, test queries).', plot_effects(res)),
+            'fig4_effects': ('Pre-alignment and loss effects on instance retrieval (Acc@1, test queries, ± 2 SE; '
+                             'chance dashed).', plot_effects(res, chance=chance)),
             'fig5_qualitative': ('One Pix3D-like test query: top-5 before and after fine-tuning (green: the right instance).',
                                  plot_qualitative(rs, root))}
     for name, (_, fig) in figs.items(): _save_fig(fig, out/'figures', name)

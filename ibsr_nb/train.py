@@ -87,6 +87,7 @@ class EvalSet:
     points: torch.Tensor        # (G, N, C) gallery points in the encoder's convention
     gallery_category: np.ndarray
     gallery_instance: np.ndarray
+    query_id: np.ndarray | None = None   # (Q,) the benchmark's query ids (kept with each query's rank)
 
 def _encoder_points(points: np.ndarray, encoder) -> np.ndarray:
     "Benchmark points (y-up xyz + rgb) in the encoder's up axis and channel count."
@@ -115,7 +116,8 @@ def make_eval_set(bench, query_rows, encoder, mask_background: bool = True) -> E
     return EvalSet(images=query_photos(bench, rows, mask_background),
                    query_category=sh['category'].to_numpy()[q_shape], query_instance=sh['instance'].to_numpy()[q_shape],
                    points=torch.from_numpy(_encoder_points(bench.points[g], encoder)),
-                   gallery_category=sh['category'].to_numpy()[g], gallery_instance=sh['instance'].to_numpy()[g])
+                   gallery_category=sh['category'].to_numpy()[g], gallery_instance=sh['instance'].to_numpy()[g],
+                   query_id=q['query_id'].to_numpy())
 
 # %% ../nbs/11_train.ipynb #435f3cce
 class TrainData:
@@ -184,10 +186,11 @@ def chance_levels(gallery_size: int) -> dict:
 
 def retrieval_scores(model: RetrievalModel, es: EvalSet, n_points: int | None = None, batch_size: int = 64,
                      image_emb: torch.Tensor | None = None) -> pd.DataFrame:
-    "Retrieval table (per category + Total) of `model` on an `EvalSet`, embedded through `ibsr_nb.search`."
+    "Retrieval table (per category + Total; each query's rank in `attrs['per_query']`) of `model` on an `EvalSet`."
     g = embed_points(model, fixed_subset(es.points, n_points), batch_size)
     q = image_emb if image_emb is not None else embed_images(model, es.images, batch_size)
-    return evaluate_retrieval(q, g, es.query_category, es.query_instance, es.gallery_category, es.gallery_instance)
+    return evaluate_retrieval(q, g, es.query_category, es.query_instance, es.gallery_category, es.gallery_instance,
+                              query_id=es.query_id)
 
 # %% ../nbs/11_train.ipynb #bd09fb3c
 @dataclass
@@ -485,7 +488,7 @@ def evaluate(source,                     # run directory, checkpoint file, or a 
              device: str | None = None,
              data_root: str | None = None  # real benchmarks: the datasets' folder (None: the run's `data_root`, else $IBSR_DATA_ROOT)
             ) -> pd.DataFrame:
-    "Retrieval table (per category + Total: Acc@1, Acc@10, category accuracy, mAP@10) of a trained model."
+    "Retrieval table (per category + Total: Acc@1, Acc@10, category accuracy, mAP@10) of a trained model (+ `attrs`)."
     if isinstance(source, RetrievalModel): model, run_points, masked, run_root = source, None, True, None
     else:
         model, cfg = load_trained(source); run_points, masked, run_root = cfg.n_points, cfg.mask_background, cfg.data_root

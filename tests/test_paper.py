@@ -115,3 +115,36 @@ def test_published_model_evaluates_zero_shot(tmp_path):
     for a, b in zip(model.point_encoder.state_dict().values(), enc.state_dict().values()): assert torch.equal(a, b)
     total = evaluate(model, 'pix3d-like', quick=True).loc['Total']
     assert total['n_queries'] == 70 and 0 <= total['acc@1'] <= 1
+
+def test_results_json_holds_per_query_ranks(tmp_path):
+    "Train, eval and baseline runs store each test query's id and rank; they agree with the tables; old files still load."
+    import json
+    import numpy as np
+    from ibsr_nb.paper import (recipes, baseline_recipes, run_recipe, paper_scale, Recipe, EvalConfig, tidy_results,
+                               findings, chance_levels, table_zero_shot)
+    sc, root = paper_scale('smoke'), tmp_path/'root'
+    pre = next(r for r in recipes(sc, root) if r.key == 'pre/ensembled/L/s0')
+    zero = Recipe('zero/ensembled/L/s0', 'eval', EvalConfig(str(pre.run_dir(root)), quick=sc.quick_data),
+                  {**pre.tags, 'experiment': 'eval-check'}, evals=('pix3d-like',), after=(pre.key,))
+    base = [r for r in baseline_recipes(sc, root) if r.key in ('base/pix3d-like/cmic/s0', 'base/pix3d-like/cmah/s0')]
+    rs = (pre, zero, *base)
+    results = [run_recipe(r, root) for r in rs]
+    assert [r['kind'] for r in results] == ['train', 'eval', 'cmic', 'cmah']
+    for r in rs:
+        stored = json.loads((r.run_dir(root)/'results.json').read_text())
+        assert set(stored['per_query']) == set(stored['evals']), r.key
+        for bench, table in stored['evals'].items():
+            pq, total = stored['per_query'][bench], next(row for row in table if row['category'] == 'Total')
+            rank = np.array(pq['rank'])
+            assert len(pq['query_id']) == len(rank) == total['n_queries'] and rank.min() >= 1 and rank.max() <= pq['gallery'] + 1
+            assert np.mean(rank == 1) == pytest.approx(total['acc@1']) and np.mean(rank <= 10) == pytest.approx(total['acc@10'])
+    ids = lambda i: sorted(results[i]['per_query']['pix3d-like']['query_id'])
+    assert ids(0) == ids(1) == ids(2) == ids(3)           # ours, the eval run and both baselines answer the same photos
+    chance = chance_levels(sc.quick_data)
+    f = findings(tidy_results(results), chance)
+    assert f.loc['F1', 'test'] == 'paired' and f.loc['F1', 'seeds'] == 1 and f.loc['F6', 'shows here'] == 'no runs'
+    old = [{k: v for k, v in r.items() if k != 'per_query'} for r in results]       # results.json written before per_query
+    assert table_zero_shot(tidy_results(old)).equals(table_zero_shot(tidy_results(results)))
+    f_old = findings(tidy_results(old), chance)
+    assert f_old.loc['F1', 'test'] == 'unpaired (no per-query ranks stored)'
+    assert f_old.loc['F1', 'our evidence (Acc@1, %)'] == f.loc['F1', 'our evidence (Acc@1, %)']

@@ -190,6 +190,7 @@ class CMICData:
     shapes: pd.DataFrame       # one row per shape: shape_id, category, instance, split
     views: np.ndarray          # (S, V, h, w) uint8 grayscale renders
     instance_split: bool = False   # True: test queries picture unseen shapes and the gallery is the test shapes
+    query_id: np.ndarray | None = None   # (Q,) the benchmark's query ids (None: rows), kept with each query's rank
 
     def rows(self, split: str) -> np.ndarray:
         "Query rows of `split`."
@@ -218,7 +219,8 @@ class CMICData:
         return cls(name=bench.name, images=_resize_u8(bench.images, image_size), masks=_resize_mask(bench.masks, image_size),
                    query_shape=q['shape_idx'].to_numpy().astype(np.int64), query_split=q['split'].to_numpy().astype(str),
                    shapes=sh[['shape_id', 'category', 'instance', 'split']].reset_index(drop=True),
-                   views=_resize_views(bench.gray_views, view_size), instance_split=bool(bench.spec.instance_split))
+                   views=_resize_views(bench.gray_views, view_size), instance_split=bool(bench.spec.instance_split),
+                   query_id=q['query_id'].to_numpy())
 
     @classmethod
     def from_cmic(cls,
@@ -446,10 +448,11 @@ def cmic_scores(model: CMIC, data: CMICData, split: str = 'test', batch_size: in
     return model.scores(q, h).numpy()
 
 def evaluate_cmic(model: CMIC, data: CMICData, split: str = 'test', ks=(1, 10), map_k: int = 10) -> pd.DataFrame:
-    "Retrieval table (per category + Total: Acc@k, category accuracy, mAP@k) of CMIC on `split`."
+    "Retrieval table (per category + Total: Acc@k, category accuracy, mAP@k) of CMIC on `split`; ranks in `attrs`."
     rows, g = data.rows(split), data.gallery(split)
     if not len(rows): raise ValueError(f'{data.name}: no {split!r} queries to evaluate')
     sh = data.shapes
     qs = data.query_shape[rows]
     return evaluate_scores(cmic_scores(model, data, split), sh['category'].to_numpy()[qs], sh['instance'].to_numpy()[qs],
-                           sh['category'].to_numpy()[g], sh['instance'].to_numpy()[g], ks, map_k)
+                           sh['category'].to_numpy()[g], sh['instance'].to_numpy()[g], ks, map_k,
+                           query_id=rows if data.query_id is None else data.query_id[rows])
