@@ -54,6 +54,7 @@ class TowerConfig(Config):
         if self.steps < 1 or self.log_every < 1: bad('steps and log_every must be >= 1')
         if self.batch_size < 2: bad(f'batch_size must be >= 2 (contrastive losses need negatives), got {self.batch_size}')
         if not 0 <= self.val_fraction < 1: bad(f'val_fraction must be in [0, 1), got {self.val_fraction}')
+        if not 0 <= self.raw_fraction <= 1: bad(f'raw_fraction must be in [0, 1], got {self.raw_fraction}')
         if self.image_text_weight < 0 or self.image_image_weight < 0 or self.image_text_weight + self.image_image_weight == 0:
             bad('image_text_weight and image_image_weight must be >= 0, not both 0')
         return self

@@ -195,7 +195,7 @@ class Searcher:
         index = ShapeIndex.load(index_path)
         if encoder is None:
             name = index.encoder
-            if name not in ENCODERS or ENCODERS[name].kind != 'random':
+            if name not in ENCODERS or ENCODERS[name].kind not in ('random', 'shipped'):   # they need no file
                 raise EncoderError(f'{index_path}: was built with encoder {index.meta.get("checkpoint") or name!r} '
                                    f'(weights {index.meta.get("weights")}); name it with --encoder (an index never chooses a file to load)')
             encoder = name
