@@ -45,6 +45,12 @@ COMMANDS = {'demo': (_demo, 'quick end-to-end check of the install on a toy gall
             'encoders': (_encoders, 'list the encoder names (random-weight tiny, published OpenShape/ULIP, baselines)')}
 
 # %% ../nbs/30_cli.ipynb #68405a69
+def _writable(path: Path, option: str) -> Path:
+    "Refuse an output file `path` that is a folder or lies under a file, naming `option`, before any work."
+    from ibsr_nb.core import make_parent, InputError
+    try: return make_parent(path)
+    except InputError as e: raise ValueError(f'{option} {e}') from None
+
 def _weights(spec: str, checkpoint) -> str:
     "`--encoder NAME --checkpoint FILE` as the spec NAME=FILE."
     if checkpoint is None: return spec
@@ -66,6 +72,7 @@ def _index(p):
         from ibsr_nb.search import build_index
         if a.chunk < 1: raise ValueError(f'--chunk: must be at least 1, got {a.chunk}')
         if a.batch < 1: raise ValueError(f'--batch: must be at least 1, got {a.batch}')
+        _writable(a.out, '--out')
         enc = load_encoder(_weights(a.encoder, a.checkpoint))
         res = build_index(a.mesh_dir, enc, a.out, a.kind, a.chunk, a.batch, a.up_axis, log=_log)
         if 'indexed' not in res: return 0                        # a torchrun rank other than 0: rank 0 reports
@@ -78,6 +85,9 @@ def _index(p):
         if res['unsupported']:
             print(f"not indexed: {len(res['unsupported'])} 3D file(s) in formats that cannot be read here:")
             for f in res['unsupported']: print(f'  {f}')
+        if res['skipped'] or res['unsupported'] or res['skipped_folders']:
+            n = len(res['skipped']) + len(res['unsupported']) + len(res['skipped_folders'])
+            print(f"{n} file(s) and folder(s) not indexed, listed in {res['skipped_file']}")
         return 0
     return run
 
@@ -97,6 +107,9 @@ def _query(p):
     def run(a):
         if (a.image is None) == (a.text is None): raise ValueError('query: give a query IMAGE or --text "...", not both and not neither')
         if a.k < 1: raise ValueError(f'-k: must be at least 1, got {a.k}')
+        if a.text is not None and not a.text.strip(): raise ValueError('--text: the text is empty')
+        if not a.no_picture: _writable(a.out, '--out')
+        if a.html is not None: _writable(a.html, '--html')
         if a.encoder is None and a.checkpoint is not None: raise ValueError('--checkpoint: goes with --encoder NAME')
         from ibsr_nb.search import Searcher, results_picture, results_html
         searcher = Searcher.open(a.index, None if a.encoder is None else _weights(a.encoder, a.checkpoint), a.tower_weights)
@@ -188,6 +201,8 @@ def _reproduce(p):
         towers = dict(t.split('=', 1) for t in a.tower_weights if '=' in t)
         if len(towers) != len(a.tower_weights): raise ValueError(f'--tower-weights: expects NAME=FILE, got {a.tower_weights}')
         for arg in a.checkpoint: parse_checkpoint(arg)          # fail before any training on a bad argument
+        if a.jobs is not None and a.jobs < 1: raise ValueError(f'--jobs: must be at least 1, got {a.jobs}')
+        if a.out.exists() and not a.out.is_dir(): raise ValueError(f'--out {a.out}: is a file, not a folder')
         out = reproduce(a.scale, a.out, jobs=a.jobs, data_root=a.data_root, checkpoints=tuple(a.checkpoint), tower_weights=towers)
         print((out/'README.md').read_text())
         print(f'wrote {out}/README.md, {out}/tables/, {out}/figures/')
@@ -199,10 +214,15 @@ COMMANDS['evaluate'] = (_evaluate, 'retrieval metrics of a trained run or checkp
 COMMANDS['reproduce'] = (_reproduce, "regenerate the paper's tables and figures on the procedural benchmark")
 
 # %% ../nbs/30_cli.ipynb #ce1df164
+class _Parser(argparse.ArgumentParser):
+    "argparse with the CLI's error contract: the first line is `error: <option>: <problem>`, the usage after it."
+    def error(self, message):
+        self.exit(2, f'error: {message}\n{self.format_usage()}')
+
 def build_parser() -> argparse.ArgumentParser:
     "The argparse parser of `ibsr` with every registered subcommand."
     from ibsr_nb import __version__
-    parser = argparse.ArgumentParser(prog='ibsr', description='Image-based 3D shape retrieval (ibsr_nb).')
+    parser = _Parser(prog='ibsr', description='Image-based 3D shape retrieval (ibsr_nb).')
     parser.add_argument('--version', action='version', version=f'ibsr_nb {__version__}')
     parser.add_argument('--debug', action='store_true', help='show the traceback of an error')
     sub = parser.add_subparsers(dest='command', required=True)
@@ -217,7 +237,7 @@ def error_message(e: BaseException) -> str:
     if isinstance(e, KeyError) and e.args: return str(e.args[0])
     return str(e).strip() or type(e).__name__
 
-EXPECTED_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, KeyError)
+EXPECTED_ERRORS = (ValueError, OSError, KeyError)   # the library's typed errors are ValueErrors; OSError: files, disks
 
 def main(argv=None) -> int:
     "Entry point of the `ibsr` console script; returns the exit code (0 ok, 2 an input error)."

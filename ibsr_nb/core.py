@@ -4,7 +4,8 @@
 
 # %% ../nbs/00_core.ipynb #88933247
 from __future__ import annotations
-import os, io, re, sys, copy, json, time, types, random, pickle, logging, tempfile, contextlib, dataclasses, typing
+import os, io, re, sys, copy, json, time, types, random, pickle, shutil, logging, tempfile, contextlib
+import dataclasses, typing
 from dataclasses import dataclass, field, fields, is_dataclass, asdict
 from pathlib import Path
 import numpy as np
@@ -15,8 +16,9 @@ from tqdm.auto import tqdm
 # %% auto #0
 __all__ = ['SAFE_PICKLE_CLASSES', 'IbsrError', 'InputError', 'CheckpointError', 'BusyError', 'read_json', 'ConfigError', 'Config',
            'registry_config', 'set_seed', 'default_device', 'configure_threads', 'ibsr_home', 'is_quick', 'quick_or',
-           'get_logger', 'progress', 'atomic_path', 'atomic_write_text', 'atomic_torch_save', 'remove_stale_tmp',
-           'output_lock', 'UnsafePickleError', 'safe_pickle_load', 'environment_report']
+           'get_logger', 'progress', 'make_parent', 'atomic_path', 'atomic_write_text', 'atomic_torch_save',
+           'remove_stale_tmp', 'output_lock', 'remove_stale_parts', 'PickleFileError', 'UnsafePickleError',
+           'safe_pickle_load', 'environment_report']
 
 # %% ../nbs/00_core.ipynb #87147f38
 class IbsrError(ValueError):
@@ -148,6 +150,7 @@ class Config:
     def load(cls, path):
         path = Path(path)
         if not path.exists(): raise FileNotFoundError(f'{path}: config file not found')
+        if not path.is_file(): raise ConfigError(path, 'is a directory, not a config file')
         try: text = path.read_text(encoding='utf-8')
         except UnicodeDecodeError as e:
             raise ConfigError(path, f'not UTF-8 text ({e.reason} at byte {e.start})') from None
@@ -251,10 +254,20 @@ def _umask() -> int:
     old = os.umask(0o022); os.umask(old)
     return old
 
+def make_parent(path) -> Path:
+    "Create the folder `path` goes in; an `InputError` naming it when `path` is a folder or a file is in the way."
+    path = Path(path)
+    if path.is_dir(): raise InputError(path, 'is a directory; give a file name to write')
+    try: path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next(p for p in path.parents if p.exists())
+        raise InputError(path, f'cannot be written: {blocker} is a file, not a folder') from None
+    return path
+
 @contextlib.contextmanager
 def atomic_path(path):
     "Yield a temporary path next to `path`; on success it gets the umask's mode and replaces `path`; on error removed."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = make_parent(path)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     os.close(fd); tmp = Path(tmp)
     try:
@@ -295,15 +308,41 @@ def output_lock(path,                # the output file or folder to guard
                ):
     "Hold an exclusive inter-process lock on writing `path`; `BusyError` if another process holds it."
     from filelock import FileLock, Timeout
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    if not path.is_dir(): make_parent(path)
     lock = FileLock(path.parent/f'.{path.name}.lock', timeout=timeout)
     try: lock.acquire()
     except Timeout: raise BusyError(path, 'busy: another process is writing it') from None
     try: yield path
     finally: lock.release()
 
+# %% ../nbs/00_core.ipynb #fdf9d824
+def remove_stale_parts(folder,                     # the folder the index files are written to
+                       keep=(),                    # `.parts` folders to leave alone (the caller's own)
+                       older_than: float = 86400.0 # only folders untouched for at least this many seconds
+                      ) -> list[Path]:
+    "Delete the `NAME.parts` folders of builds that failed or were killed (no `NAME`, old, unlocked); return them."
+    from filelock import FileLock, Timeout
+    folder, now, removed = Path(folder), time.time(), []
+    keep = {Path(k).resolve() for k in keep}
+    for p in sorted(folder.glob('*.parts')) if folder.is_dir() else []:
+        out = p.with_name(p.name[:-len('.parts')])
+        if not p.is_dir() or p.is_symlink() or p.resolve() in keep or out.exists(): continue
+        try: newest = max(q.stat().st_mtime for q in [p, *p.iterdir()])
+        except OSError: continue                       # vanished under us
+        if now - newest < older_than: continue
+        lock = FileLock(folder/f'.{out.name}.lock', timeout=0)
+        try: lock.acquire()
+        except Timeout: continue                       # a live writer owns it
+        try: shutil.rmtree(p, ignore_errors=True); removed.append(p)
+        finally: lock.release()
+    return removed
+
 # %% ../nbs/00_core.ipynb #53535aef
-class UnsafePickleError(pickle.UnpicklingError):
+class PickleFileError(InputError, pickle.UnpicklingError):
+    "A pickle file cannot be read (a typed error the CLI reports, still an `UnpicklingError` for older callers)."
+
+class UnsafePickleError(PickleFileError):
     "A pickle holds a class that is not on the allow-list."
 
 SAFE_PICKLE_CLASSES = {
@@ -333,7 +372,7 @@ def safe_pickle_load(path,                  # file to read
     with open(path, 'rb') as f:
         try: return _AllowListUnpickler(f, SAFE_PICKLE_CLASSES | set(extra_allowed), str(path)).load()
         except UnsafePickleError: raise
-        except Exception as e: raise pickle.UnpicklingError(f'{path}: not a readable pickle ({type(e).__name__}: {e})') from None
+        except Exception as e: raise PickleFileError(path, f'not a readable pickle ({type(e).__name__}: {e})') from None
 
 # %% ../nbs/00_core.ipynb #9ead0584
 def environment_report() -> dict:

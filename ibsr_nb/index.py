@@ -234,10 +234,24 @@ def _save(self, path) -> Path:
         _write_faiss(self.faiss, f.write)                       # pass 2: the payload itself
     return Path(path)
 
+def _check_header(header: dict, path):
+    "Refuse a header whose metadata, shapes table or count have the wrong types or lengths (naming the file)."
+    meta, shapes, count = header['meta'], header['shapes'], header['count']
+    bad = lambda what: IndexFileError(f'{path}: corrupt index header ({what})')
+    if not isinstance(meta, dict) or not isinstance(meta.get('kind'), str):
+        raise bad("'meta' must be a mapping with a 'kind'")
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise bad(f"'count' must be a whole number, got {count!r}")
+    if not isinstance(shapes, dict) or not all(isinstance(v, list) for v in shapes.values()):
+        raise bad("'shapes' must map column names to lists")
+    lengths = {c: len(v) for c, v in shapes.items()}
+    if any(n != count for n in lengths.values()): raise bad(f'shapes columns of lengths {lengths}, count {count}')
+
 def _read_header(path):
     "Header dict and payload offset of an index file, after checking magic, sizes and checksum (errors name the file)."
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f'{path}: index file not found')
+    if not path.is_file(): raise IndexFileError(f'{path}: is a directory, not an index file')
     size = path.stat().st_size
     with open(path, 'rb') as f:
         if f.read(8) != MAGIC: raise IndexFileError(f'{path}: not an ibsr_nb index file (bad magic bytes)')
@@ -247,10 +261,12 @@ def _read_header(path):
         if hlen > size - 16: raise IndexFileError(f'{path}: truncated index file (header of {hlen} bytes, file of {size})')
         try: header = json.loads(f.read(hlen).decode('utf-8'))
         except (UnicodeDecodeError, json.JSONDecodeError) as e: raise IndexFileError(f'{path}: corrupt index header ({e})') from None
+        except RecursionError: raise IndexFileError(f'{path}: corrupt index header (JSON nested too deeply)') from None
         need = {'format', 'meta', 'count', 'shapes', 'payload_bytes', 'payload_sha256'}
         if not isinstance(header, dict) or not need <= set(header):
             raise IndexFileError(f'{path}: corrupt index header (missing {sorted(need - set(header or {}))})')
         if header['format'] != 1: raise IndexFileError(f'{path}: index format {header["format"]} is not supported by this version')
+        _check_header(header, path)
         have = size - 16 - hlen
         if have != header['payload_bytes']:
             raise IndexFileError(f'{path}: truncated or padded index file (FAISS data of {have} bytes, header says {header["payload_bytes"]})')

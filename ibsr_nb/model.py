@@ -82,6 +82,18 @@ class TrainConfig(Config):
         if d['data_root'] is None: del d['data_root']
         return d
 
+    def _check_device(self, bad):
+        "Refuse a `device` that torch cannot parse or this machine does not have (before any work starts)."
+        try: dev = torch.device(self.device)
+        except (RuntimeError, ValueError, TypeError): dev = None
+        if dev is None or dev.type not in ('cpu', 'cuda', 'mps'):
+            bad(f"key 'device': unknown device {self.device!r} (cpu, cuda, cuda:N, mps, or null for the default)")
+        if dev.type == 'cuda' and not torch.cuda.is_available():
+            bad(f"key 'device': {self.device!r} but CUDA is not available here")
+        if dev.type == 'cuda' and dev.index is not None and dev.index >= torch.cuda.device_count():
+            bad(f"key 'device': {self.device!r} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+        if dev.type == 'mps' and not torch.backends.mps.is_available(): bad("key 'device': 'mps' is not available here")
+
     def validate(self, where: str = 'config') -> TrainConfig:
         "Raise `ConfigError` naming the first invalid field; return self."
         def bad(msg): raise ConfigError(f'{where}: {msg}')
@@ -97,6 +109,12 @@ class TrainConfig(Config):
         if not 0 <= self.tau_plus < 1: bad(f'tau_plus must be in [0, 1), got {self.tau_plus}')
         if self.beta_on not in ('logits', 'cosine'): bad(f"beta_on must be 'logits' or 'cosine', got {self.beta_on!r}")
         if self.data_root is not None and not Path(self.data_root).expanduser().is_dir(): bad(f'data_root {self.data_root!r} is not a directory')
+        if self.device is not None: self._check_device(bad)
+        from ibsr_nb.data import BENCHMARKS, CORPORA, REAL_BENCHMARKS     # here: the data module is heavier to import
+        known = BENCHMARKS + CORPORA + tuple(REAL_BENCHMARKS)
+        for k in ('benchmark', 'val_benchmark'):
+            if getattr(self, k) not in (None, *known):
+                bad(f'key {k!r}: unknown benchmark {getattr(self, k)!r}; choose one of {known}')
         if self.mode == 'finetune' and not self.init:
             bad("mode 'finetune' needs `init` (a pretraining run directory or checkpoint); "
                 "use mode 'scratch' to start the point encoder from random weights")

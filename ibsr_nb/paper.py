@@ -156,8 +156,10 @@ def _locked(path: Path):
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
 def _train_runner(recipe: Recipe, run_dir: Path) -> dict:
-    resume = (run_dir/'checkpoints'/'last.pt').exists() and not (run_dir/'summary.json').exists()
-    summary = train(None if resume else recipe.config, run_dir, resume=resume)
+    "Train the run (resuming an interrupted one; a finished one, killed before its evaluation, is kept), then evaluate."
+    last, finished = run_dir/'checkpoints'/'last.pt', run_dir/'summary.json'
+    if last.exists() and finished.exists(): summary = json.loads(finished.read_text())   # written only when complete
+    else: summary = train(None if last.exists() else recipe.config, run_dir, resume=last.exists())
     quick = recipe.config.quick if recipe.eval_quick is None else recipe.eval_quick
     evals = {b: evaluate(run_dir, b, quick=quick, data_seed=recipe.config.data_seed) for b in recipe.evals}
     return {'summary': summary, 'evals': evals}

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 import torch.nn as nn
-from .core import Config, atomic_torch_save
+from .core import Config, atomic_torch_save, CheckpointError as _CheckpointError
 from .models.point import POINT_CONFIGS, PointEncoder, create_point_encoder
 
 # %% auto #0
@@ -118,8 +118,8 @@ def get_spec(name) -> PretrainedSpec:
     return REGISTRY[name]
 
 # %% ../nbs/07_pretrained.ipynb #8f8c9bd0
-class CheckpointError(ValueError):
-    "A checkpoint file cannot be read, is in another layout, or does not match the model."
+class CheckpointError(_CheckpointError):
+    "A published checkpoint is unreadable, in another layout, or does not fit the model (a core `CheckpointError`)."
 
 _TOP_LEVEL_EXTRAS = frozenset({
     'optimizer', 'scheduler', 'scaler', 'epoch', 'step', 'args', 'logit_scale', 'text_proj', 'image_proj', 'tau',
@@ -138,7 +138,9 @@ def read_checkpoint(path) -> dict:
         m = re.search(r'GLOBAL ([\w.]+)', str(e))
         if m: raise CheckpointError(f'{path}: refusing to load {m.group(1)}: the file holds an object outside the allow-list '
                                     f'(tensors, builtin containers, argparse.Namespace)') from None
-        raise CheckpointError(f'{path}: not a PyTorch checkpoint (unreadable pickle: {str(e).strip().splitlines()[-1][:200]})') from None
+        lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+        why = next((b for a, b in zip(lines, lines[1:]) if 'WeightsUnpickler error' in a), lines[-1] if lines else '')
+        raise CheckpointError(f'{path}: not a PyTorch checkpoint (unreadable pickle: {why[:200]})') from None
     except Exception as e:
         raise CheckpointError(f'{path}: not a PyTorch checkpoint ({type(e).__name__}: {str(e).strip()[:200]})') from None
     if not isinstance(obj, dict): raise CheckpointError(f'{path}: expected a dict checkpoint, got {type(obj).__name__}')

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
-from .core import atomic_write_text, atomic_path, progress, output_lock, remove_stale_tmp
+from .core import (atomic_write_text, atomic_path, progress, output_lock, remove_stale_tmp, remove_stale_parts,
+                          make_parent)
 from .pointclouds import MESH_EXTENSIONS, find_mesh_files, load_mesh, sample_points, convert_up_axis
 from .data import load_image
 from .index import ShapeIndex
@@ -18,8 +19,8 @@ from .encoders import Encoder, EncoderError, ENCODERS, as_encoder, load_encoder
 from .viz import retrieval_grid, save_figure, shape_thumbnail, results_3d, write_html
 
 # %% auto #0
-__all__ = ['mesh_points', 'embed_points', 'embed_images', 'embed_texts', 'embed_load_meshes', 'shape_ids', 'build_index',
-           'Searcher', 'results_picture', 'results_html']
+__all__ = ['mesh_points', 'embed_points', 'embed_images', 'embed_texts', 'embed_load_meshes', 'shape_ids', 'skipped_folders',
+           'write_skipped', 'build_index', 'Searcher', 'results_picture', 'results_html']
 
 # %% ../nbs/10c_search.ipynb #cd139b24
 def mesh_points(path,                 # a mesh file
@@ -109,15 +110,21 @@ def _embed_shard(todo, rel, enc, parts, rank, chunk, batch, up_axis, seed, desc)
         if bar is not None: bar.update(len(files))
     if bar is not None: bar.close()
 
-def _merge(files, rel, parts, enc, out, kind, root, up_axis, seed):
-    "Read every chunk the progress logs point to and write the index (rank 0)."
+def _outcomes(files, rel, parts) -> tuple[list, list]:
+    "(records of the files embedded, records of the files that failed), from the progress logs."
     done = _read_progress(parts)
     current = [done[rel[f]] for f in files if rel[f] in done]
-    good = [r for r in current if r['status'] == 'ok']
-    bad = [r for r in current if r['status'] != 'ok']
-    if not good:
-        raise EncoderError(f'{root}: none of the {len(files)} mesh files could be read; first problem: '
-                           f'{bad[0]["file"]}: {bad[0]["reason"]}' if bad else f'{root}: nothing was embedded')
+    return [r for r in current if r['status'] == 'ok'], [r for r in current if r['status'] != 'ok']
+
+def _remove_orphan_chunks(parts: Path) -> list[str]:
+    "Delete chunk files no progress record points to (a kill between a chunk and its log line; superseded work)."
+    used = {r['chunk'] for r in _read_progress(parts).values() if 'chunk' in r}
+    orphans = sorted(p for p in parts.glob('emb_*.npy') if p.name not in used)
+    for p in orphans: p.unlink(missing_ok=True)
+    return [p.name for p in orphans]
+
+def _merge(good, parts, enc, out, kind, root, up_axis, seed):
+    "Read every chunk the records of `good` point to and write the index (rank 0)."
     cache = {}
     def row(r):
         if r['chunk'] not in cache: cache[r['chunk']] = np.load(parts/r['chunk'], allow_pickle=False)
@@ -130,8 +137,29 @@ def _merge(files, rel, parts, enc, out, kind, root, up_axis, seed):
                        preprocessing={**enc.preprocess, 'up_axis_of_meshes': up_axis, 'sampling_seed': seed},
                        expected_size=len(good))
     index.add(emb, ids, cats, paths)
-    index.save(out)
-    return good, bad
+    return index.save(out)
+
+# %% ../nbs/10c_search.ipynb #ea33b970
+def skipped_folders(root) -> list[tuple[str, str]]:
+    "(folder/, why) of the folders under `root` an index build does not search: hidden ones and `.parts` work folders."
+    root, found = Path(root), []
+    def walk(d: Path):
+        for p in sorted(d.iterdir()):
+            if not p.is_dir() or p.is_symlink(): continue
+            rel = p.relative_to(root).as_posix() + '/'
+            if p.name.startswith('.'): found.append((rel, 'hidden folder: not searched'))
+            elif p.name.endswith('.parts'): found.append((rel, 'work folder of an index build: not searched'))
+            else: walk(p)
+    walk(root)
+    return found
+
+def write_skipped(path,    # the TSV file to write
+                  rows     # (path, kind, reason) triples
+                 ) -> Path:
+    "Write the `skipped` table (path, kind, reason) as TSV, atomically; tabs and newlines in a reason become spaces."
+    clean = lambda s: ' '.join(str(s).split())
+    lines = ''.join(f'{clean(p)}\t{k}\t{clean(r)}\n' for p, k, r in rows)
+    return atomic_write_text(path, 'path\tkind\treason\n' + lines)
 
 # %% ../nbs/10c_search.ipynb #52919f29
 def build_index(mesh_dir,                   # folder of mesh files (searched recursively)
@@ -144,14 +172,20 @@ def build_index(mesh_dir,                   # folder of mesh files (searched rec
                 seed: int = 0,              # surface-sampling seed
                 log=print) -> dict:
     "Embed every mesh under `mesh_dir` (resumably, sharded under torchrun) into a ShapeIndex at `out`; returns a summary."
-    enc = load_encoder(enc) if not isinstance(enc, Encoder) else enc
-    root, out = Path(mesh_dir), Path(out)
+    root, out = Path(mesh_dir), make_parent(out)              # an `out` that is a folder is refused before any work
     if not root.is_dir(): raise FileNotFoundError(f'{root}: mesh folder not found')
     if chunk < 1 or batch < 1: raise ValueError(f'--chunk and --batch must be at least 1, got {chunk} and {batch}')
+    enc = load_encoder(enc) if not isinstance(enc, Encoder) else enc
     files, unsupported = find_mesh_files(root)                # 3D files in formats that cannot be read here are listed
+    work = lambda f: any(s.endswith('.parts') for s in f.relative_to(root).parts[:-1])
+    files = [f for f in files if not work(f)]                 # another build's work folder is never indexed
     if not files: raise EncoderError(f'{root}: no mesh files found (supported: {", ".join(MESH_EXTENSIONS)})')
     rank, world = _dist_env()
     with output_lock(out) if rank == 0 else contextlib.nullcontext():     # a second writer of `out` gets BusyError
+        if rank == 0:                                         # debris of other builds here that failed or were killed
+            own = out.with_name(out.name + '.parts')
+            for p in remove_stale_tmp(out.parent) + remove_stale_parts(out.parent, keep=[own]):
+                log(f'removed {p} (left by a failed or killed run)')
         return _build(files, unsupported, root, enc, out, kind, chunk, batch, up_axis, seed, log, rank, world)
 
 def _build(files, unsupported, root, enc, out, kind, chunk, batch, up_axis, seed, log, rank, world) -> dict:
@@ -174,8 +208,19 @@ def _build(files, unsupported, root, enc, out, kind, chunk, batch, up_axis, seed
     summary = {'index': str(out), 'files': len(files), 'kind': kind, 'encoder': enc.spec, 'embed_dim': enc.embed_dim,
                'world_size': world, 'unsupported': [f.relative_to(root).as_posix() for f in unsupported]}
     if rank == 0:
-        good, bad = _merge(files, rel, parts, enc, out, kind, root, up_axis, seed)
-        summary.update(indexed=len(good), skipped=[{'file': r['file'], 'reason': r['reason']} for r in bad])
+        good, bad = _outcomes(files, rel, parts)
+        rows = ([(r['file'], 'error', r['reason']) for r in bad]
+                + [(u, 'unsupported', f"unsupported 3D format '{Path(u).suffix}'") for u in summary['unsupported']]
+                + [(f, 'folder', why) for f, why in skipped_folders(root)])
+        skipped_file = write_skipped(out.with_name(out.name + '.skipped.tsv'), rows)
+        if not good:
+            raise EncoderError(f'{root}: none of the {len(files)} mesh files could be read; first problem: '
+                               f'{bad[0]["file"]}: {bad[0]["reason"]} (all listed in {skipped_file})' if bad
+                               else f'{root}: nothing was embedded')
+        _merge(good, parts, enc, out, kind, root, up_axis, seed)
+        _remove_orphan_chunks(parts)                          # after the index is written: only unused chunks go
+        summary.update(indexed=len(good), skipped=[{'file': r['file'], 'reason': r['reason']} for r in bad],
+                       skipped_folders=[f for f, _ in skipped_folders(root)], skipped_file=str(skipped_file))
     if world > 1: dist.barrier()
     return summary
 
