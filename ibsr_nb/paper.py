@@ -232,7 +232,7 @@ def run_all(recipes_: list[Recipe], root,
     def portable(r: Recipe):
         cfg = r.config
         if type(cfg).__module__ == '__main__': cfg = getattr(mod, type(cfg).__name__)(**vars(cfg))
-        return mod.Recipe(r.key, r.kind, cfg, dict(r.tags), tuple(r.evals), tuple(r.after))
+        return mod.Recipe(r.key, r.kind, cfg, dict(r.tags), tuple(r.evals), tuple(r.after), r.eval_quick)
     order = _critical_first(recipes_)
     todo = sorted((r for r in recipes_ if r.key not in done), key=lambda r: order[r.key])
     failed, running = {}, {}
