@@ -174,7 +174,7 @@ def train_tower(cfg: TowerConfig, run_dir) -> dict:
         opt.zero_grad(set_to_none=True); out['loss'].backward()
         torch.nn.utils.clip_grad_norm_([p for grp in params for p in grp['params']], 1.0)
         opt.step(); sched.step(); ls.clamp_()
-        for k, v in out.items(): acc.setdefault(k, []).append(float(v))
+        for k, v in out.items(): acc.setdefault(k, []).append(float(v.detach()) if torch.is_tensor(v) else v)
         if step % cfg.log_every == 0 or step == cfg.steps:
             rows.append({'step': step, **{k: float(np.mean(v)) for k, v in acc.items()}, 'logit_scale': float(ls()),
                          'lr': sched.get_last_lr()[0], 'seconds': round(time.perf_counter() - t0, 1)}); acc = {}

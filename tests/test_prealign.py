@@ -31,14 +31,16 @@ def test_every_shipped_encoder_loads_and_embeds_all_three_modalities():
                        enc.encode_texts(['a chair'])])
         torch.testing.assert_close(f.norm(dim=-1), torch.ones(4))
 
-def test_shipped_metrics_are_reproduced_exactly():
-    "The zero-shot numbers in provenance.json come from these files: evaluating again gives them back."
+def test_shipped_metrics_are_reproduced():
+    """The zero-shot numbers in provenance.json come from these files: evaluating again gives them back (to a query or
+    two: thread counts change float rounding, which can swap near-tied shapes)."""
     from ibsr_nb.paper import shipped_model
     from ibsr_nb.train import evaluate
     m = shipped_provenance()['metrics'][DEFAULT_ENCODER]['pix3d-like']
     t = evaluate(shipped_model(DEFAULT_ENCODER), 'pix3d-like', quick=True).loc['Total']
     assert int(t['n_queries']) == m['n_queries'] >= 300
-    assert round(float(t['acc@1']), 4) == m['acc@1'] and round(float(t['acc@10']), 4) == m['acc@10']
+    n = m['n_queries']
+    assert abs(float(t['acc@1']) - m['acc@1']) <= 2 / n and abs(float(t['acc@10']) - m['acc@10']) <= 2 / n
     assert m['acc@1'] > 3 * m['chance@1']        # far above chance, not a random encoder
 
 def test_cli_default_encoder_is_the_shipped_default():
