@@ -50,7 +50,8 @@ class PaperScale(Config):
     align_steps: int = 600               # 'train': stage 2 (point encoder alignment) steps
     finetune_steps: int = 100
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 1e-3                     # peak learning rate from scratch (and of stage 2)
+    finetune_lr: float = 1e-4            # fine-tuning a pre-aligned encoder: 10× lower, so the alignment is adapted, not erased
     eval_every: int = 50
     betas: tuple = (0.5, 1.0, 2.0, 4.0)  # constant-β sweep of the β ablation
     baseline_steps: int = 80             # CMIC / CMAH training steps
@@ -62,7 +63,7 @@ SCALE_PRESETS = {
     'standard': PaperScale(name='standard', seeds=(0, 1, 2), prealign='train'),
     'full': PaperScale(name='full', seeds=(0, 1, 2), quick_data=False, prealign='train', small='pointbert-s', large='pointbert-l',
                        tower_steps=20000, tower_batch=256, align_steps=6000, finetune_steps=3000, batch_size=64, lr=5e-4,
-                       eval_every=500, betas=(0.5, 1.0, 2.0, 4.0, 8.0), baseline_steps=3000),
+                       finetune_lr=5e-5, eval_every=500, betas=(0.5, 1.0, 2.0, 4.0, 8.0), baseline_steps=3000),
 }
 
 def paper_scale(name: str | None = None) -> PaperScale:
@@ -126,12 +127,13 @@ def recipes(scale: PaperScale, root) -> list[Recipe]:
     size = {'S': scale.small, 'L': scale.large}
     out, init = prealign_recipes(scale, root)
     after = {b: () if scale.prealign == 'shipped' else (f'pre/ensembled/{b}/s0',) for b in size}
-    common = dict(quick=scale.quick_data, tower=scale.tower, batch_size=scale.batch_size, lr=scale.lr,
+    common = dict(quick=scale.quick_data, tower=scale.tower, batch_size=scale.batch_size,
                   eval_every=scale.eval_every, save_every=max(scale.eval_every, 1))
     for seed in scale.seeds:
         def ft(bench, b, init_, loss, beta=ANNEAL_UP, experiment='standard', beta_label='anneal-up'):
             cfg = TrainConfig(mode='finetune' if init_ == 'pre' else 'scratch', benchmark=bench, point_encoder=size[b],
                               init=init[b], loss=loss, beta=beta, steps=scale.finetune_steps, seed=seed,
+                              lr=scale.finetune_lr if init_ == 'pre' else scale.lr,
                               image_source='both', **common)   # the benchmark's training photos + the shapes' rendered views
             tags = dict(experiment=experiment, benchmark=bench, backbone=b, init='pre-aligned' if init_ == 'pre' else 'none',
                         loss=loss, beta=beta_label if loss == 'hcl' else '', seed=seed, corpus='ensembled')
