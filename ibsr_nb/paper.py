@@ -663,10 +663,15 @@ def plot_qualitative(recipes_: list[Recipe], root, benchmark: str = 'pix3d-like'
     gal = bench.gallery('test'); truth = bench.queries['shape_idx'].iloc[q]
     results, hits, labels = [], [], []
     for _, key in runs:
-        model, cfg = load_trained(by_key[key].run_dir(root))
+        r = by_key[key]
+        if r.kind == 'eval':                          # a zero-shot evaluation: the shipped (or published) encoder itself
+            src = r.config.source
+            model, n_points = (shipped_model(src) if src in SHIPPED else published_model(*parse_checkpoint(src), r.config.tower_weights)), None
+        else:
+            model, cfg = load_trained(r.run_dir(root)); n_points = cfg.n_points
         es = make_eval_set(bench, [q], model.point_encoder)
         with torch.no_grad():
-            s = embed_images(model, es.images) @ embed_points(model, fixed_subset(es.points, cfg.n_points)).T   # (1, G)
+            s = embed_images(model, es.images) @ embed_points(model, fixed_subset(es.points, n_points)).T   # (1, G)
         top = torch.topk(s[0], min(k, len(gal))).indices.numpy()
         results.append([bench.views[gal[t], 0] for t in top]); hits.append([gal[t] == truth for t in top])
         labels.append([f'{s[0, t]:.2f}\n{bench.shapes.shape_id.iloc[gal[t]]}' for t in top])
