@@ -24,11 +24,11 @@ from .baselines.cmah import BaselineRunConfig, run_baseline, retrieval_model_rep
 
 # %% auto #0
 __all__ = ['SCALE_PRESETS', 'BENCHES', 'ANNEAL_UP', 'PRE_ALIGNED', 'RUNNERS', 'METRICS', 'COMPARISONS', 'QUALITATIVE_RUNS',
-           'EXTRA_TABLES', 'TABLES', 'PaperScale', 'paper_scale', 'Recipe', 'prealign_recipes', 'recipes', 'run_recipe',
-           'paper_jobs', 'run_all', 'query_results', 'tidy_results', 'reported_results', 'mean_std', 'summarise',
-           'to_markdown', 'to_latex', 'write_table', 'table_zero_shot', 'table_standard', 'table_hcl', 'table_beta',
-           'chance_levels', 'paired_difference', 'Comparison', 'compare', 'findings', 'plot_pipeline',
-           'plot_vmf_density', 'plot_effects', 'plot_qualitative', 'EvalConfig', 'parse_checkpoint', 'published_model',
+           'EXTRA_TABLES', 'TABLES', 'PaperScale', 'paper_scale', 'EvalConfig', 'Recipe', 'prealign_recipes', 'recipes',
+           'run_recipe', 'paper_jobs', 'run_all', 'query_results', 'tidy_results', 'reported_results', 'mean_std',
+           'summarise', 'to_markdown', 'to_latex', 'write_table', 'table_zero_shot', 'table_standard', 'table_hcl',
+           'table_beta', 'chance_levels', 'paired_difference', 'Comparison', 'compare', 'findings', 'plot_pipeline',
+           'plot_vmf_density', 'plot_effects', 'plot_qualitative', 'parse_checkpoint', 'published_model',
            'shipped_model', 'available_real_benchmarks', 'real_data_recipes', 'baseline_recipes', 'efficiency_table',
            'reproduce', 'all_recipes', 'paper_results']
 
@@ -74,6 +74,15 @@ def paper_scale(name: str | None = None) -> PaperScale:
     return SCALE_PRESETS[name]
 
 # %% ../nbs/20_paper.ipynb #9aa7947d
+@dataclass
+class EvalConfig(Config):
+    "A zero-shot evaluation, without training: a trained run or a published checkpoint on benchmarks' test queries."
+    source: str = ''                   # a shipped encoder name (`ibsr_nb.pretrained.SHIPPED`), a run directory, or NAME=PATH of a published checkpoint
+    tower_weights: str | None = None   # published only: local weights file of its open_clip tower (None: the registry's tag, cached)
+    quick: bool = True                 # sizes of the generated benchmarks
+    data_seed: int = 0
+    data_root: str | None = None       # folder of the real datasets (`ibsr_nb.data.REAL_BENCHMARKS`)
+
 @dataclass
 class Recipe:
     "One run of the paper's experiments."
@@ -678,15 +687,6 @@ def plot_qualitative(recipes_: list[Recipe], root, benchmark: str = 'pix3d-like'
     return retrieval_grid([bench.images[q]] * len(runs), results, labels, hits, query_labels=[name for name, _ in runs])
 
 # %% ../nbs/20_paper.ipynb #36ac35b4
-@dataclass
-class EvalConfig(Config):
-    "A zero-shot evaluation, without training: a trained run or a published checkpoint on benchmarks' test queries."
-    source: str = ''                   # a shipped encoder name (`ibsr_nb.pretrained.SHIPPED`), a run directory, or NAME=PATH of a published checkpoint
-    tower_weights: str | None = None   # published only: local weights file of its open_clip tower (None: the registry's tag, cached)
-    quick: bool = True                 # sizes of the generated benchmarks
-    data_seed: int = 0
-    data_root: str | None = None       # folder of the real datasets (`ibsr_nb.data.REAL_BENCHMARKS`)
-
 def parse_checkpoint(arg: str) -> tuple[str, Path]:
     "'NAME=PATH' of a published checkpoint (as `TrainConfig.init` reads it) -> (registry name, file); errors say what is wrong."
     pub = published_init(arg)

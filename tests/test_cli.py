@@ -10,11 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 ENC = 'random-ppat-tiny-s'
 
-@pytest.fixture(autouse=True)
-def _env(tmp_path, monkeypatch):
-    monkeypatch.setenv('IBSR_HOME', str(tmp_path/'home'))
-    monkeypatch.setenv('IBSR_PROGRESS', '0')
-    monkeypatch.setenv('IBSR_NUM_THREADS', '1')
+pytestmark = pytest.mark.usefixtures('isolated_env')   # conftest.py
 
 GOOD = [('chair', 0, '.obj'), ('chair', 1, '.ply'), ('table', 0, '.obj'), ('sofa', 0, '.stl'), ('table', 1, '.off')]
 

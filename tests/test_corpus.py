@@ -19,12 +19,7 @@ from test_inputs import CASES as LIB_CASES, _config_cases, _text, _bytes, _dir, 
 ENC = 'random-ppat-tiny-s'
 
 
-@pytest.fixture(autouse=True)
-def _env(monkeypatch, tmp_path):
-    monkeypatch.setenv('IBSR_HOME', str(tmp_path/'home'))
-    monkeypatch.setenv('IBSR_PROGRESS', '0')
-    monkeypatch.setenv('IBSR_NUM_THREADS', '1')
-    monkeypatch.delenv('IBSR_DATA_ROOT', raising=False)
+pytestmark = pytest.mark.usefixtures('isolated_env')   # conftest.py
 
 
 def run_main(argv):
