@@ -745,10 +745,12 @@ def real_data_recipes(scale: PaperScale, root,
     for seed in scale.seeds:
         for corpus, b in [('ensembled', 'S'), ('ensembled', 'L'), ('narrow', 'L')]:
             pre = base[f'pre/{corpus}/{b}/s{seed}']
-            if real:
+            if real:                  # the shipped encoder itself, or the stage-2 run that regenerated it
+                shipped = pre.kind == 'eval'
                 out.append(Recipe(f'zero/{corpus}/{b}/real/s{seed}', 'eval',
-                                  EvalConfig(str(pre.run_dir(root)), quick=scale.quick_data, data_root=data_root),
-                                  dict(pre.tags), evals=tuple(real), after=(pre.key,)))
+                                  EvalConfig(pre.config.source if shipped else str(pre.run_dir(root)), quick=scale.quick_data,
+                                             data_root=data_root),
+                                  dict(pre.tags), evals=tuple(real), after=() if shipped else (pre.key,)))
         for bench in real:
             like = base[f'stan/{_stand_in(bench)}/L/pre/infonce/s{seed}']
             for loss in ('infonce', 'hcl'):

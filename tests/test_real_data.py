@@ -43,8 +43,8 @@ def test_arrays_tables_and_cmic_split(tiny):
     assert b.points.shape == (6, 1024, 6) and b.points.dtype == np.float32
     assert b.views.shape == (6, 12, 64, 64, 3) and b.views.dtype == np.uint8
     assert b.gray_views.shape == (6, 12, 64, 64) and b.gray_views.dtype == np.uint8
-    assert b.images.shape == (18, 64, 64, 3) and b.images.dtype == np.uint8
-    assert b.masks.shape == (18, 64, 64) and b.masks.dtype == np.bool_
+    assert b.images.shape == (18, 96, 96, 3) and b.images.dtype == np.uint8
+    assert b.masks.shape == (18, 96, 96) and b.masks.dtype == np.bool_
     assert b.queries['split'].value_counts().to_dict() == {'train': 12, 'test': 6}
     # the splits are the CMIC files: the test queries are exactly the records of pix3d_test.json
     test_recs = json.loads((root/'pix3d'/'pix3d_test.json').read_text())
@@ -178,7 +178,7 @@ def test_mask_of_another_size_is_resized_with_a_warning(tiny, ibsr_log):
     m = root/'pix3d'/rec['mask']
     Image.open(m).resize((32, 24)).save(m)
     b = _load('pix3d', root, cache)
-    assert f"mask {m} is 32x24 but its photo 64x48; resized the mask" in ibsr_log.text and b.masks.shape == (18, 64, 64)
+    assert f"mask {m} is 32x24 but its photo 64x48; resized the mask" in ibsr_log.text and b.masks.shape == (18, 96, 96)
 
 # ---------------------------------------------------------------- Benchmark.shape
 

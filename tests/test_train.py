@@ -123,7 +123,7 @@ def test_cli_train_and_evaluate(straight, tmp_path, capsys):
     out = capsys.readouterr().out
     assert 'Total' in out and 'acc@1' in out
     table = pd.read_csv(tmp_path/'t.csv', index_col=0)
-    assert table.loc['Total', 'n_queries'] == 70 and 0 <= table.loc['Total', 'acc@1'] <= 1
+    assert table.loc['Total', 'n_queries'] == 315 and 0 <= table.loc['Total', 'acc@1'] <= 1
     assert cli_main(['train']) == 2
     assert 'give a CONFIG.yaml' in capsys.readouterr().err
     (tmp_path/'bad.yaml').write_text('mode: scratch\nlearning_rate: 1\n')
