@@ -123,13 +123,14 @@ def test_results_json_holds_per_query_ranks(tmp_path):
     from ibsr_nb.paper import (recipes, baseline_recipes, run_recipe, paper_scale, Recipe, EvalConfig, tidy_results,
                                findings, chance_levels, table_zero_shot)
     sc, root = paper_scale('smoke'), tmp_path/'root'
-    pre = next(r for r in recipes(sc, root) if r.key == 'pre/ensembled/L/s0')
-    zero = Recipe('zero/ensembled/L/s0', 'eval', EvalConfig(str(pre.run_dir(root)), quick=sc.quick_data),
-                  {**pre.tags, 'experiment': 'eval-check'}, evals=('pix3d-like',), after=(pre.key,))
+    by_key = {r.key: r for r in recipes(sc, root)}
+    ft, pre = by_key['stan/pix3d-like/L/pre/infonce/s0'], by_key['pre/ensembled/L/s0']     # a training run; the shipped L, zero-shot
+    zero = Recipe('zero/ft/L/s0', 'eval', EvalConfig(str(ft.run_dir(root)), quick=sc.quick_data),    # a run directory, evaluated
+                  {**ft.tags, 'experiment': 'eval-check'}, evals=('pix3d-like',), after=(ft.key,))
     base = [r for r in baseline_recipes(sc, root) if r.key in ('base/pix3d-like/cmic/s0', 'base/pix3d-like/cmah/s0')]
-    rs = (pre, zero, *base)
+    rs = (ft, zero, pre, *base)
     results = [run_recipe(r, root) for r in rs]
-    assert [r['kind'] for r in results] == ['train', 'eval', 'cmic', 'cmah']
+    assert [r['kind'] for r in results] == ['train', 'eval', 'eval', 'cmic', 'cmah']
     for r in rs:
         stored = json.loads((r.run_dir(root)/'results.json').read_text())
         assert set(stored['per_query']) == set(stored['evals']), r.key
@@ -139,7 +140,7 @@ def test_results_json_holds_per_query_ranks(tmp_path):
             assert len(pq['query_id']) == len(rank) == total['n_queries'] and rank.min() >= 1 and rank.max() <= pq['gallery'] + 1
             assert np.mean(rank == 1) == pytest.approx(total['acc@1']) and np.mean(rank <= 10) == pytest.approx(total['acc@10'])
     ids = lambda i: sorted(results[i]['per_query']['pix3d-like']['query_id'])
-    assert ids(0) == ids(1) == ids(2) == ids(3)           # ours, the eval run and both baselines answer the same photos
+    assert ids(0) == ids(1) == ids(2) == ids(3) == ids(4)  # ours, the eval runs and both baselines answer the same photos
     chance = chance_levels(sc.quick_data)
     f = findings(tidy_results(results), chance)
     assert f.loc['F1', 'test'] == 'paired' and f.loc['F1', 'seeds'] == 1 and f.loc['F6', 'shows here'] == 'no runs'
