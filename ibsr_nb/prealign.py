@@ -176,7 +176,7 @@ def train_tower(cfg: TowerConfig, run_dir) -> dict:
         opt.step(); sched.step(); ls.clamp_()
         for k, v in out.items(): acc.setdefault(k, []).append(float(v.detach()) if torch.is_tensor(v) else v)
         if step % cfg.log_every == 0 or step == cfg.steps:
-            rows.append({'step': step, **{k: float(np.mean(v)) for k, v in acc.items()}, 'logit_scale': float(ls()),
+            rows.append({'step': step, **{k: float(np.mean(v)) for k, v in acc.items()}, 'logit_scale': float(ls().detach()),
                          'lr': sched.get_last_lr()[0], 'seconds': round(time.perf_counter() - t0, 1)}); acc = {}
             pd.DataFrame(rows).to_csv(run_dir/'metrics.csv', index=False)          # progress, readable while it runs
     tower.eval()
