@@ -16,13 +16,13 @@ from .data import load_benchmark, CORPORA
 from .models.image import create_tower
 from .losses import info_nce, LogitScale
 from .model import TrainConfig, WarmupCosine, param_groups, load_trained, resolve_checkpoint
-from .pretrained import SHIPPED, weights_dir
+from .pretrained import SHIPPED, weights_dir, shipped_provenance
 from .encoders import file_sha256
 from .train import query_photos
 
 # %% auto #0
 __all__ = ['log', 'TowerConfig', 'PhotoCorpus', 'augment_photos', 'tower_retrieval', 'train_tower', 'align_config',
-           'write_shipped', 'record_shipped_metrics']
+           'write_shipped', 'record_shipped_metrics', 'shipped_table']
 
 # %% ../nbs/11a_prealign.ipynb #13af3fd7
 log = get_logger('prealign')
@@ -256,3 +256,14 @@ def record_shipped_metrics(metrics: dict,    # {shipped name: {benchmark: {'acc@
     atomic_write_text(p, json.dumps(record, indent=1, default=float))
     return record
 
+
+# %% ../nbs/11a_prealign.ipynb #3d50958f
+def shipped_table(record: dict | None = None  # a provenance record (default: the package's `provenance.json`)
+                 ) -> pd.DataFrame:
+    "Zero-shot Acc@1 / Acc@10 (%) of every shipped encoder on each benchmark's test photos, and chance, as recorded."
+    m = (record or shipped_provenance())['metrics']
+    col = lambda b, v: f"{b} ({v['n_queries']} photos)"
+    rows = {name: {col(b, v): f"{100 * v['acc@1']:.1f} / {100 * v['acc@10']:.1f}" for b, v in per.items()} for name, per in m.items()}
+    rows['chance'] = {col(b, v): f"{100 * v['chance@1']:.1f} / {100 * min(1.0, 10 * v['chance@1']):.1f}"
+                      for b, v in next(iter(m.values())).items()}
+    return pd.DataFrame(rows).T.rename_axis('encoder (Acc@1 / Acc@10, %)')

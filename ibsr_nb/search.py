@@ -15,7 +15,7 @@ from .core import (atomic_write_text, atomic_path, progress, output_lock, remove
 from .pointclouds import MESH_EXTENSIONS, find_mesh_files, load_mesh, sample_points, convert_up_axis
 from .data import load_image
 from .index import ShapeIndex
-from .encoders import Encoder, EncoderError, ENCODERS, DEFAULT_ENCODER, as_encoder, load_encoder
+from .encoders import Encoder, EncoderError, ENCODERS, as_encoder, load_encoder
 from .viz import retrieval_grid, save_figure, shape_thumbnail, results_3d, write_html
 
 # %% auto #0
