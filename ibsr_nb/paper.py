@@ -13,7 +13,7 @@ import torch
 from .core import (Config, ConfigError, is_quick, ibsr_home, progress, get_logger, atomic_write_text,
                           environment_report, configure_threads)
 from .losses import BetaSchedule
-from .data import load_benchmark
+from .data import load_benchmark, benchmark_spec
 from .pretrained import REGISTRY, SHIPPED, get_spec
 from .prealign import TowerConfig, train_tower, align_config
 from .model import TrainConfig, build_model, load_trained, published_init
@@ -60,7 +60,7 @@ SCALE_PRESETS = {
     'smoke': PaperScale(name='smoke', finetune_steps=4, batch_size=8, eval_every=4, betas=(1.0, 4.0), baseline_steps=3,
                         corpus_quick=True, tower_steps=4, tower_batch=8, align_steps=4),
     'quick': PaperScale(name='quick'),
-    'standard': PaperScale(name='standard', seeds=(0, 1, 2), prealign='train'),
+    'standard': PaperScale(name='standard', seeds=(0, 1, 2), prealign='train', betas=(1.0, 4.0)),   # β: the declared F6 pair
     'full': PaperScale(name='full', seeds=(0, 1, 2), quick_data=False, prealign='train', small='pointbert-s', large='pointbert-l',
                        tower_steps=20000, tower_batch=256, align_steps=6000, finetune_steps=3000, batch_size=64, lr=5e-4,
                        finetune_lr=5e-5, eval_every=500, betas=(0.5, 1.0, 2.0, 4.0, 8.0), baseline_steps=3000),
@@ -87,12 +87,13 @@ class EvalConfig(Config):
 class Recipe:
     "One run of the paper's experiments."
     key: str                          # readable id, also the start of the run directory name
-    kind: str                         # 'train' (ibsr_nb.train), 'tower' (stage 1, ibsr_nb.prealign), 'eval', 'cmic' or 'cmah'
+    kind: str                         # 'train' (ibsr_nb.train), 'tower' (stage 1, ibsr_nb.prealign), 'data', 'eval', 'cmic' or 'cmah'
     config: object                    # the run's config dataclass
     tags: dict = field(default_factory=dict)   # experiment, benchmark, backbone, init, loss, beta, seed, corpus
     evals: tuple = ()                 # benchmarks whose test queries it is evaluated on
     after: tuple = ()                 # keys of recipes that must finish first (e.g. the pretraining run it starts from)
     eval_quick: bool | None = None    # benchmark size of `evals` (None: the config's `quick`; stage 2 trains on full corpora)
+    exclusive: bool = False           # run alone with every core's threads (stage 1: everything after it waits for it anyway)
 
     def config_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
@@ -117,15 +118,18 @@ def prealign_recipes(scale: PaperScale, root) -> tuple[list[Recipe], dict]:
             if corpus == 'ensembled': init[b] = name
         return out, init
     if scale.prealign != 'train': raise ValueError(f"prealign must be 'shipped' or 'train', got {scale.prealign!r}")
+    # the corpora first, side by side: generating them is a third of the standard scale's pre-alignment
+    data = {c: Recipe(f'data/{c}', 'data', benchmark_spec(c, quick=scale.corpus_quick), dict(experiment='data', corpus=c))
+            for c in ('ensembled', 'narrow')}
     tower = Recipe('stage1/tower', 'tower', TowerConfig(corpus='ensembled', quick=scale.corpus_quick, tower=scale.tower,
                                                          steps=scale.tower_steps, batch_size=scale.tower_batch),
-                   dict(experiment='stage1', corpus='ensembled', seed=0))
-    out.append(tower)
+                   dict(experiment='stage1', corpus='ensembled', seed=0), after=(data['ensembled'].key,), exclusive=True)
+    out += [*data.values(), tower]
     for corpus, b in PRE_ALIGNED:
         cfg = align_config(tower.run_dir(root), corpus, size[b], steps=scale.align_steps, tower=scale.tower,
                            quick=scale.corpus_quick, batch_size=max(scale.batch_size, 64) if not scale.corpus_quick else scale.batch_size,
                            lr=scale.lr)
-        r = Recipe(f'pre/{corpus}/{b}/s0', 'train', cfg, zs_tags(corpus, b), evals=BENCHES, after=(tower.key,),
+        r = Recipe(f'pre/{corpus}/{b}/s0', 'train', cfg, zs_tags(corpus, b), evals=BENCHES, after=(tower.key, data[corpus].key),
                    eval_quick=scale.quick_data)
         out.append(r)
         if corpus == 'ensembled': init[b] = str(r.run_dir(root))
@@ -178,18 +182,35 @@ def _train_runner(recipe: Recipe, run_dir: Path) -> dict:
 def _tower_runner(recipe: Recipe, run_dir: Path) -> dict:
     return {'summary': train_tower(recipe.config, run_dir), 'evals': {}}
 
-RUNNERS = {'train': _train_runner, 'tower': _tower_runner}   # 'eval' and the baselines' 'cmic' and 'cmah' join below
+def _data_runner(recipe: Recipe, run_dir: Path) -> dict:
+    "Generate (or find in the shared cache) the corpus or benchmark of the recipe's `BenchmarkSpec`."
+    b = load_benchmark(recipe.config.name, spec=recipe.config)
+    return {'summary': {'shapes': len(b.shapes), 'photos': len(b.queries)}, 'evals': {}}
 
-def run_recipe(recipe: Recipe, root) -> dict:
+RUNNERS = {'train': _train_runner, 'tower': _tower_runner, 'data': _data_runner}   # 'eval' and the baselines' 'cmic' and 'cmah' join below
+
+@contextlib.contextmanager
+def _threads(n: int | None):
+    "torch intra-op threads set to `n` inside the block (None: unchanged), restored after it."
+    before = torch.get_num_threads()
+    if n: torch.set_num_threads(n)
+    try: yield
+    finally: torch.set_num_threads(before)
+
+def run_recipe(recipe: Recipe, root,
+               threads: int | None = None   # torch threads for this run (None: the process's setting)
+              ) -> dict:
     "Train/evaluate `recipe` under `root` unless its results exist; return its results (summary + per-benchmark tables)."
     run_dir = recipe.run_dir(root); done = run_dir/'results.json'
     with _locked(Path(root)/'locks'/f'{run_dir.name}.lock'):
         if not done.exists():
             if recipe.kind not in RUNNERS: raise ValueError(f'{recipe.key}: no runner for kind {recipe.kind!r} (known: {sorted(RUNNERS)})')
             t0 = time.perf_counter()
-            res = RUNNERS[recipe.kind](recipe, run_dir)
+            with _threads(threads):
+                n_threads = torch.get_num_threads()
+                res = RUNNERS[recipe.kind](recipe, run_dir)
             payload = {'key': recipe.key, 'kind': recipe.kind, 'tags': recipe.tags, 'config_hash': recipe.config_hash(),
-                       'seconds': time.perf_counter() - t0, 'summary': res.get('summary', {}),
+                       'seconds': time.perf_counter() - t0, 'threads': n_threads, 'summary': res.get('summary', {}),
                        'evals': {b: t.reset_index().to_dict(orient='records') for b, t in res['evals'].items()},
                        'per_query': {b: t.attrs['per_query'] for b, t in res['evals'].items()
                                      if 'per_query' in t.attrs}}
@@ -243,18 +264,21 @@ def run_all(recipes_: list[Recipe], root,
     def portable(r: Recipe):
         cfg = r.config
         if type(cfg).__module__ == '__main__': cfg = getattr(mod, type(cfg).__name__)(**vars(cfg))
-        return mod.Recipe(r.key, r.kind, cfg, dict(r.tags), tuple(r.evals), tuple(r.after), r.eval_quick)
+        return mod.Recipe(r.key, r.kind, cfg, dict(r.tags), tuple(r.evals), tuple(r.after), r.eval_quick, r.exclusive)
     order = _critical_first(recipes_)
     todo = sorted((r for r in recipes_ if r.key not in done), key=lambda r: order[r.key])
     failed, running = {}, {}
     with cf.ProcessPoolExecutor(jobs, mp_context=mp.get_context('spawn'), initializer=mod._worker_init, initargs=(threads,)) as pool:
         while todo or running:
             ready = next((r for r in todo if all(k in done or k in failed for k in r.after)), None)
-            if ready is not None and len(running) < jobs:
+            # an exclusive recipe waits for the running ones to finish, then runs alone with every worker's threads
+            alone = any(r.exclusive for r in running.values()) or (ready is not None and ready.exclusive and running)
+            if ready is not None and len(running) < jobs and not alone:
                 todo.remove(ready)
                 bad = [k for k in ready.after if k in failed]
                 if bad: failed[ready.key] = f'skipped: it waits for the failed run(s) {bad}'; bar.update()
-                else: running[pool.submit(mod.run_recipe, portable(ready), root)] = ready
+                else: running[pool.submit(mod.run_recipe, portable(ready), root,
+                                          jobs * threads if ready.exclusive else None)] = ready
                 continue
             if not running: raise ValueError(f'recipes wait for each other in a cycle: {[r.key for r in todo]}')
             bar.set_postfix_str(', '.join(r.key for r in running.values()))

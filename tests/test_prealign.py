@@ -62,18 +62,23 @@ def test_finetune_init_from_a_shipped_name_checks_the_architecture():
 
 def test_two_stage_path_regenerates_weights_at_a_tiny_size(tmp_path):
     "Stage 1, the four stage-2 runs and one fine-tuning run from them, through the paper's runner (smoke sizes)."
-    from ibsr_nb.paper import paper_scale, prealign_recipes, recipes, run_all
+    from ibsr_nb.paper import paper_scale, paper_jobs, prealign_recipes, recipes, run_all
     from ibsr_nb.prealign import write_shipped
     sc = dataclasses.replace(paper_scale('smoke'), prealign='train')
     pre, init = prealign_recipes(sc, tmp_path)
-    assert [r.kind for r in pre] == ['tower', 'train', 'train', 'train', 'train'] and set(init) == {'S', 'L'}
+    assert [r.kind for r in pre] == ['data', 'data', 'tower', 'train', 'train', 'train', 'train'] and set(init) == {'S', 'L'}
+    tower = next(r for r in pre if r.kind == 'tower')
     ft = next(r for r in recipes(sc, tmp_path) if r.key == 'stan/shape-centric/L/pre/infonce/s0')
     assert ft.config.init == init['L'] and ft.after == ('pre/ensembled/L/s0',)
-    res = {r['key']: r for r in run_all(pre + [ft], tmp_path, jobs=1)}
+    res = {r['key']: r for r in run_all(pre + [ft], tmp_path, jobs=2)}   # two workers, as on a 2-core machine
+    jobs, threads = paper_jobs(2)
+    assert res['stage1/tower']['threads'] == jobs * threads      # stage 1 runs alone, with every worker's threads
+    assert {r['threads'] for k, r in res.items() if k != 'stage1/tower'} == {threads}
+    assert res['data/narrow']['summary']['shapes'] > 0
     zs = res['pre/narrow/S/s0']
     assert set(zs['evals']) == {'pix3d-like', 'cars-like', 'shape-centric'} and zs['per_query']['pix3d-like']['rank']
     assert res[ft.key]['evals']['shape-centric']
     runs = {n: next(r for r in pre if r.key == f"pre/{s.corpus}/{'L' if s.arch.endswith('-l') else 'S'}/s0").run_dir(tmp_path)
             for n, s in SHIPPED.items()}
-    rec = write_shipped(pre[0].run_dir(tmp_path), runs, out=tmp_path/'weights')
+    rec = write_shipped(tower.run_dir(tmp_path), runs, out=tmp_path/'weights')
     assert len(rec['files']) == 5 and json.loads((tmp_path/'weights'/'provenance.json').read_text())['files']
