@@ -766,15 +766,15 @@ def real_data_recipes(scale: PaperScale, root,
         raise FileNotFoundError(f'{data_root}: no real benchmark found.\n' + '\n'.join(real_data_help(n) for n in REAL_BENCHMARKS))
     base = {r.key: r for r in recipes(scale, root)}
     out, data_root = [], (str(Path(data_root).expanduser().resolve()) if data_root else None)
+    for corpus, b in [('ensembled', 'S'), ('ensembled', 'L'), ('narrow', 'L')]:
+        pre = base[f'pre/{corpus}/{b}/s0']   # pre-alignment runs once (seed 0); the seeds repeat the fine-tunings
+        if real:                  # the shipped encoder itself, or the stage-2 run that regenerated it
+            shipped = pre.kind == 'eval'
+            out.append(Recipe(f'zero/{corpus}/{b}/real/s0', 'eval',
+                              EvalConfig(pre.config.source if shipped else str(pre.run_dir(root)), quick=scale.quick_data,
+                                         data_root=data_root),
+                              dict(pre.tags), evals=tuple(real), after=() if shipped else (pre.key,)))
     for seed in scale.seeds:
-        for corpus, b in [('ensembled', 'S'), ('ensembled', 'L'), ('narrow', 'L')]:
-            pre = base[f'pre/{corpus}/{b}/s{seed}']
-            if real:                  # the shipped encoder itself, or the stage-2 run that regenerated it
-                shipped = pre.kind == 'eval'
-                out.append(Recipe(f'zero/{corpus}/{b}/real/s{seed}', 'eval',
-                                  EvalConfig(pre.config.source if shipped else str(pre.run_dir(root)), quick=scale.quick_data,
-                                             data_root=data_root),
-                                  dict(pre.tags), evals=tuple(real), after=() if shipped else (pre.key,)))
         for bench in real:
             like = base[f'stan/{_stand_in(bench)}/L/pre/infonce/s{seed}']
             for loss in ('infonce', 'hcl'):
