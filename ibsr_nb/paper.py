@@ -205,12 +205,13 @@ def run_recipe(recipe: Recipe, root,
     with _locked(Path(root)/'locks'/f'{run_dir.name}.lock'):
         if not done.exists():
             if recipe.kind not in RUNNERS: raise ValueError(f'{recipe.key}: no runner for kind {recipe.kind!r} (known: {sorted(RUNNERS)})')
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()   # CPU time: what a run costs on a busy machine too
             with _threads(threads):
                 n_threads = torch.get_num_threads()
                 res = RUNNERS[recipe.kind](recipe, run_dir)
             payload = {'key': recipe.key, 'kind': recipe.kind, 'tags': recipe.tags, 'config_hash': recipe.config_hash(),
-                       'seconds': time.perf_counter() - t0, 'threads': n_threads, 'summary': res.get('summary', {}),
+                       'seconds': time.perf_counter() - t0, 'threads': n_threads,
+                       'cpu_seconds': time.process_time() - c0, 'summary': res.get('summary', {}),
                        'evals': {b: t.reset_index().to_dict(orient='records') for b, t in res['evals'].items()},
                        'per_query': {b: t.attrs['per_query'] for b, t in res['evals'].items()
                                      if 'per_query' in t.attrs}}
