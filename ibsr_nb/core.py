@@ -16,9 +16,9 @@ from tqdm.auto import tqdm
 # %% auto #0
 __all__ = ['SAFE_PICKLE_CLASSES', 'IbsrError', 'InputError', 'CheckpointError', 'BusyError', 'read_json', 'ConfigError', 'Config',
            'registry_config', 'set_seed', 'default_device', 'configure_threads', 'ibsr_home', 'is_quick', 'quick_or',
-           'get_logger', 'progress', 'make_parent', 'atomic_path', 'atomic_write_text', 'atomic_torch_save',
-           'remove_stale_tmp', 'output_lock', 'remove_stale_parts', 'PickleFileError', 'UnsafePickleError',
-           'safe_pickle_load', 'environment_report']
+           'laptop_scale', 'get_logger', 'progress', 'make_parent', 'atomic_path', 'atomic_write_text',
+           'atomic_torch_save', 'remove_stale_tmp', 'output_lock', 'remove_stale_parts', 'PickleFileError',
+           'UnsafePickleError', 'safe_pickle_load', 'environment_report']
 
 # %% ../nbs/00_core.ipynb #87147f38
 class IbsrError(ValueError):
@@ -227,6 +227,16 @@ def is_quick() -> bool:
 def quick_or(quick, full):
     "`quick` in quick mode, else `full`."
     return quick if is_quick() else full
+
+# %% ../nbs/00_core.ipynb #44756f8f
+def laptop_scale() -> str:
+    """The notebooks' default: quick (laptop) sizes unless \$IBSR_QUICK is set. Each notebook that loads data calls it in
+    its first cells, so a reader who runs it top to bottom gets minutes, not hours; the full sizes only when asked for
+    (start Jupyter with `IBSR_QUICK=0`). Returns a line that says which sizes are on and how to change them."""
+    os.environ.setdefault('IBSR_QUICK', '1')
+    if is_quick(): return 'laptop scale: quick benchmark sizes (for the full sizes, start Jupyter with IBSR_QUICK=0)'
+    return 'full benchmark sizes (IBSR_QUICK=0): hours on a CPU; unset IBSR_QUICK for the laptop scale'
+
 
 # %% ../nbs/00_core.ipynb #8527ca64
 def get_logger(name: str = 'ibsr_nb') -> logging.Logger:

@@ -14,7 +14,7 @@ from .core import (Config, ConfigError, is_quick, ibsr_home, progress, get_logge
                           environment_report, configure_threads)
 from .losses import BetaSchedule
 from .data import load_benchmark, benchmark_spec
-from .pretrained import REGISTRY, SHIPPED, get_spec
+from .pretrained import REGISTRY, SHIPPED, get_spec, shipped_provenance
 from .prealign import TowerConfig, train_tower, align_config
 from .model import TrainConfig, build_model, load_trained, published_init
 from .train import train, evaluate, make_eval_set, fixed_subset
@@ -30,7 +30,7 @@ __all__ = ['SCALE_PRESETS', 'BENCHES', 'ANNEAL_UP', 'PRE_ALIGNED', 'RUNNERS', 'M
            'table_beta', 'chance_levels', 'paired_difference', 'Comparison', 'compare', 'findings', 'plot_pipeline',
            'plot_vmf_density', 'plot_effects', 'plot_qualitative', 'parse_checkpoint', 'published_model',
            'shipped_model', 'available_real_benchmarks', 'real_data_recipes', 'baseline_recipes', 'efficiency_table',
-           'reproduce', 'all_recipes', 'paper_results']
+           'regenerated_table', 'cost_table', 'reproduce', 'all_recipes', 'paper_results']
 
 # %% ../nbs/20_paper.ipynb #ff97ac63
 @dataclass
@@ -854,6 +854,50 @@ EXTRA_TABLES = {'efficiency': (efficiency_table, 'Accuracy and cost of one embed
                                 'query-conditioned attention) vs CMAH (binary codes): retrieval parameters, bytes stored per shape, '
                                 'search time per query against 10,000 shapes, training time.')}   # tables that need the raw results too
 RUNNERS['cmic'] = RUNNERS['cmah'] = lambda recipe, run_dir: run_baseline(recipe.config, run_dir)
+
+# %% ../nbs/20_paper.ipynb #1569e191
+def _total(table: list) -> dict: return next(row for row in table if row['category'] == 'Total')
+
+def regenerated_table(results: list, res: pd.DataFrame) -> pd.DataFrame:
+    """Stage-2 runs regenerated at this scale against the shipped weights' recorded zero-shot Acc@1 (`provenance.json`):
+    difference ± 2 SE (independent binomial errors: the shipped weights' per-photo ranks are not stored). Empty when the
+    scale starts from the shipped weights."""
+    shipped, rows = shipped_provenance().get('metrics', {}), []
+    for r in results:
+        t = r['tags']
+        if r['kind'] != 'train' or t.get('experiment') != 'pretrain': continue
+        name = next((n for n, s in SHIPPED.items() if s.corpus == t['corpus'] and s.arch.endswith('-' + t['backbone'].lower())), None)
+        for bench, table in r['evals'].items():
+            if name is None or bench not in shipped.get(name, {}): continue
+            new, old = _total(table), shipped[name][bench]
+            n1, n2, p1, p2 = new['n_queries'], old['n_queries'], new['acc@1'], old['acc@1']
+            se = float(np.sqrt(p1 * (1 - p1) / max(n1, 1) + p2 * (1 - p2) / max(n2, 1)))
+            rows.append({'encoder': name, 'benchmark': bench, 'regenerated acc@1': 100 * p1, 'shipped acc@1': 100 * p2,
+                         'diff': 100 * (p1 - p2), '± 2 SE': 200 * se,
+                         'within noise': 'yes' if abs(p1 - p2) <= 2 * se else 'no'})
+    return pd.DataFrame(rows).set_index(['encoder', 'benchmark']).round(1) if rows else pd.DataFrame()
+
+def _stage(r: dict) -> str:
+    t = r['tags']
+    if r['kind'] == 'data': return 'corpora'
+    if r['kind'] == 'tower': return 'stage 1 (tower)'
+    if t.get('experiment') == 'pretrain': return 'stage 2 (alignment)' if r['kind'] == 'train' else 'zero-shot evaluation'
+    if r['kind'] in ('cmic', 'cmah'): return 'baselines'
+    return 'fine-tuning grid'
+
+def cost_table(results: list, res: pd.DataFrame) -> pd.DataFrame:
+    """What each stage of this scale cost when its runs were made: runs, wall seconds (summed over runs; runs side by
+    side overlap), CPU seconds (every thread of the run's process) and the threads each run had."""
+    rows = [dict(stage=_stage(r), wall_s=r.get('seconds', float('nan')), cpu_s=r.get('cpu_seconds', float('nan')),
+                 threads=r.get('threads', float('nan'))) for r in results]
+    if not rows: return pd.DataFrame()
+    d = pd.DataFrame(rows).groupby('stage', sort=False)
+    return pd.DataFrame({'runs': d.size(), 'wall s (sum)': d['wall_s'].sum(min_count=1).round(0),
+                         'CPU s': d['cpu_s'].sum(min_count=1).round(0), 'threads per run': d['threads'].max()})
+
+EXTRA_TABLES['regenerated'] = (regenerated_table, 'The pre-aligned encoders this scale regenerated (stages 1 and 2) against '
+                               'the shipped weights: zero-shot Acc@1 (%) on the test photos, difference ± 2 SE.')
+EXTRA_TABLES['costs'] = (cost_table, 'Cost of each stage of this scale, as its runs recorded it (wall and CPU seconds).')
 
 # %% ../nbs/20_paper.ipynb #fa037eed
 TABLES = {
