@@ -120,10 +120,13 @@ class QueryResult:
 
     def figure(self, size: int = 128):
         "A matplotlib figure: the query beside the thumbnails of the shapes found, each with its score and id."
+        import matplotlib.pyplot as plt
         q = self.image if self.image is not None else np.full((size, size, 3), 255, np.uint8)
         labels = [f'{s:.3f}\n{sid[-18:]}' for s, sid in zip(self.table['score'], self.table['shape_id'])]
-        return retrieval_grid(q, [self.thumbnail(i, size) for i in range(len(self))], labels,
-                              query_labels=self.name if self.text is None else f'"{self.text[:24]}"')
+        fig = retrieval_grid(q, [self.thumbnail(i, size) for i in range(len(self))], labels,
+                             query_labels=self.name if self.text is None else f'"{self.text[:24]}"')
+        plt.close(fig)          # not held by pyplot: a notebook shows it once, a server never piles them up
+        return fig
 
     def figure_3d(self, i: int = 0):
         "An interactive plotly 3D view of the `i`-th shape found, titled with its rank, id, category and score."
@@ -460,6 +463,8 @@ def create_app(index,                      # an index file, or an open Retrieval
     "A Flask app of one page: a photo or a text in; the query, the ranked shapes with thumbnails and a 3D view out."
     from flask import Flask, request, jsonify, send_file
     from werkzeug.exceptions import HTTPException
+    if isinstance(index, RetrievalSession) and (encoder is not None or tower_weights is not None):
+        raise ValueError('create_app: an open session has its encoder already; give the index file to choose another')
     session = index if isinstance(index, RetrievalSession) else RetrievalSession(index, encoder, tower_weights)
     js, ids = plotly_js(), {sid: i for i, sid in enumerate(session.shapes['shape_id'])}
     app = Flask('ibsr_nb.app')

@@ -68,7 +68,8 @@ def test_session_finds_the_photographed_shape(gallery, session):
     assert len(res.figure_3d(0).data[0].i) == len(res.mesh(0).faces)
     fig = res.figure(64)
     assert len(fig.axes) == 1 + len(GALLERY)
-    import matplotlib.pyplot as plt; plt.close(fig)
+    import matplotlib.pyplot as plt
+    assert not plt.fignum_exists(fig.number)                                  # not held open by pyplot
     rec = res.records(thumb=32)
     assert [r['shape_id'] for r in rec] == list(res.table['shape_id'])
     assert all(r['thumbnail'].startswith('data:image/png;base64,') for r in rec)
