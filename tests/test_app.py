@@ -279,7 +279,20 @@ def test_serve_in_headless_chromium(served, gallery):
             page.wait_for_timeout(300)
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
+            assert not errors, errors
+            page.fill('#text', 'a lamp')                                       # a text query clears the photo
+            assert page.eval_on_selector('#photo', 'i => i.files.length') == 0
+            page.click('#search')
+            page.wait_for_selector('#query-body p')
+            assert page.text_content('#query-body p') == '\u201ca lamp\u201d'
+            assert not errors, errors
+            notes = gallery[0].parent/'notes.txt'
+            notes.write_text('not a photo')
+            page.set_input_files('#photo', str(notes))                         # a bad upload: the message on the page
+            page.click('#search')
+            page.wait_for_selector('#error:not([hidden])')
+            assert page.text_content('#error') == 'notes.txt: not a readable image file'
+            assert all('400' in e for e in errors) and any(e.startswith('HTTP 400') for e in errors), errors
         finally:
             b.close()
-    assert not errors, errors
     assert SCREENSHOT.stat().st_size > 20_000
