@@ -213,6 +213,29 @@ COMMANDS['train'] = (_train, 'train or resume a run from a TrainConfig YAML (pre
 COMMANDS['evaluate'] = (_evaluate, 'retrieval metrics of a trained run or checkpoint on a benchmark')
 COMMANDS['reproduce'] = (_reproduce, "regenerate the paper's tables and figures on the procedural benchmark")
 
+# %% ../nbs/30_cli.ipynb #a4c3e7d2
+def _serve(p):
+    p.add_argument('--index', type=Path, required=True, help='index file written by `ibsr index`')
+    p.add_argument('--host', default='127.0.0.1', help='address to listen on (127.0.0.1: this machine only)')
+    p.add_argument('--port', type=int, default=8000, help='port to listen on (0: any free port, printed)')
+    p.add_argument('-k', type=int, default=10, help='results per query the page starts with')
+    p.add_argument('--encoder', default=None, help=ENCODER_SPEC + " (default: the index's, when it needs no file)")
+    p.add_argument('--checkpoint', type=Path, default=None,
+                   help='weights file of a published encoder (same as --encoder NAME=FILE)')
+    p.add_argument('--tower-weights', type=Path, default=None,
+                   help="local weights file of a published encoder's image/text tower")
+    def run(a):
+        if not 0 <= a.port <= 65535: raise ValueError(f'--port: must be from 0 to 65535, got {a.port}')
+        if not 1 <= a.k <= 100: raise ValueError(f'-k: must be from 1 to 100, got {a.k}')
+        if a.encoder is None and a.checkpoint is not None: raise ValueError('--checkpoint: goes with --encoder NAME')
+        from ibsr_nb.app import serve                # flask and torch load only when serving
+        enc = None if a.encoder is None else _weights(a.encoder, a.checkpoint)
+        serve(a.index, a.host, a.port, enc, a.tower_weights, a.k, log=lambda m: print(m, flush=True))
+        return 0
+    return run
+
+COMMANDS['serve'] = (_serve, 'a local web page to search an index: a photo or a text in, the shapes found in 3D')
+
 # %% ../nbs/30_cli.ipynb #ce1df164
 class _Parser(argparse.ArgumentParser):
     "argparse with the CLI's error contract: the first line is `error: <option>: <problem>`, the usage after it."
