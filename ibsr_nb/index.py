@@ -228,7 +228,7 @@ def _search_kernels():
 
 
 # %% ../nbs/10_index.ipynb #5a6ccf3f
-_SCAN_QUERIES = 16       # up to this many queries one fused pass beats a GEMM (measured: benchmarks/bench_search.py)
+_SCAN_QUERIES = 8        # up to this many queries one fused pass beats a GEMM (benchmarks/bench_search.py)
 _TILE_FLOATS = 1 << 20   # the score buffer: 4 MB, whatever the gallery size
 _QUERY_TILE = 1024       # queries per GEMM; the buffer then holds 1,024 gallery columns
 
