@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_index.ipynb #5b056c38
 from __future__ import annotations
-import io, json, struct, hashlib, datetime
+import io, os, json, struct, hashlib, datetime, functools
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -14,7 +14,7 @@ from .metrics import exact_search, topk_stable, neighbour_recall
 
 # %% auto #0
 __all__ = ['KINDS', 'MAGIC', 'IndexMismatchError', 'IndexFileError', 'default_params', 'l2_normalise', 'binarize', 'ShapeIndex',
-           'faiss_nbytes', 'clustered_embeddings']
+           'flat_search', 'faiss_nbytes', 'clustered_embeddings']
 
 # %% ../nbs/10_index.ipynb #1cdf9906
 KINDS = ('flat', 'ivfpq', 'hnsw', 'binary')
@@ -165,11 +165,99 @@ def _add(self,
         self.faiss.train(x[pick] / norms[pick])
     if not blockwise: self.faiss.add(x)
     else:
-        for s in range(0, n, _BLOCK): self.faiss.add(x[s:s + _BLOCK] / norms[s:s + _BLOCK])
+        unit = np.empty((min(n, _BLOCK), self.dim), np.float32)    # one block buffer, reused: no copy of `emb`
+        for s in range(0, n, _BLOCK):
+            blk = x[s:s + _BLOCK]
+            self.faiss.add(np.divide(blk, norms[s:s + _BLOCK], out=unit[:len(blk)]))
     self.shapes = pd.concat([self.shapes, pd.DataFrame(cols)], ignore_index=True)
     return self
 
 ShapeIndex.add = _add
+
+# %% ../nbs/10_index.ipynb #104734fc
+def _fold_tile(s,       # (q, n) scores of q queries against gallery rows base .. base + n - 1
+               base,    # gallery index of column 0
+               vals,    # (q, k) running top-k scores, best first (-inf: empty slot)
+               ids):    # (q, k) their gallery indices
+    "Fold a score tile into each query's running top-k: one comparison per score, an insertion for the few that enter."
+    q, n = s.shape
+    k = vals.shape[1]
+    for i in range(q):
+        for j in range(n):
+            x = s[i, j]
+            if x > vals[i, k - 1]:            # strictly: a later equal score never displaces an earlier one
+                p = k - 1
+                while p > 0 and vals[i, p - 1] < x:   # shift the worse ones down; x lands after its equals
+                    vals[i, p] = vals[i, p - 1]
+                    ids[i, p] = ids[i, p - 1]
+                    p -= 1
+                vals[i, p] = x
+                ids[i, p] = base + j
+
+def _scan_rows(xb,      # (N, D) gallery
+               q,       # (Q, D) a few queries
+               vals,    # (Q, k) running top-k scores, best first (-inf: empty slot)
+               ids):    # (Q, k) their gallery indices
+    "Score the gallery row by row against every query, folding each score in at once: one pass, no score buffer."
+    N, D = xb.shape
+    Q, k = vals.shape
+    for r in range(N):
+        for i in range(Q):
+            x = np.float32(0)
+            for j in range(D): x += xb[r, j] * q[i, j]
+            if x > vals[i, k - 1]:            # the insertion of `_fold_tile`
+                p = k - 1
+                while p > 0 and vals[i, p - 1] < x:
+                    vals[i, p] = vals[i, p - 1]
+                    ids[i, p] = ids[i, p - 1]
+                    p -= 1
+                vals[i, p] = x
+                ids[i, p] = r
+
+@functools.cache
+def _search_kernels():
+    "(`_fold_tile`, `_scan_rows`) compiled by numba, or None without numba or with $IBSR_NUMBA=0."
+    if os.environ.get('IBSR_NUMBA', '1').strip().lower() in ('0', 'false', 'no', 'off'): return None
+    try: import numba
+    except ImportError: return None
+    def jit(fn, **kw):
+        try: return numba.njit(nogil=True, cache=os.path.isfile(fn.__code__.co_filename), **kw)(fn)
+        except RuntimeError: return numba.njit(nogil=True, **kw)(fn)   # no writable cache location: compile each run
+    # reassociation lets the dot product use SIMD lanes; no other fast-math (empty slots hold -inf and must compare)
+    return jit(_fold_tile), jit(_scan_rows, fastmath={'reassoc', 'contract'})
+
+
+# %% ../nbs/10_index.ipynb #5a6ccf3f
+_SCAN_QUERIES = 8        # up to this many queries one fused pass beats a GEMM (benchmarks/bench_search.py)
+_TILE_FLOATS = 1 << 20   # the score buffer: 4 MB, whatever the gallery size
+_QUERY_TILE = 1024       # queries per GEMM; the buffer then holds 1,024 gallery columns
+
+def flat_search(q,       # (Q, D) float32 query rows, C-contiguous
+                xb,      # (N, D) float32 gallery rows, C-contiguous (FAISS's storage, read in place)
+                k: int   # neighbours per query, 1 ≤ k ≤ N
+               ) -> tuple[np.ndarray, np.ndarray]:
+    "Exact inner-product top-k (scores, indices) per query, best first, equal scores by index ascending."
+    kernels = _search_kernels()
+    if kernels is None: return exact_search(q, xb, k)      # no numba: the torch tiles, same tie rule
+    fold, scan = kernels
+    (Q, _), N = q.shape, len(xb)
+    vals = np.full((Q, k), -np.inf, np.float32)
+    ids = np.full((Q, k), -1, np.int64)
+    if Q <= _SCAN_QUERIES:
+        scan(xb, q, vals, ids)
+        return vals, ids
+    nq = min(Q, _QUERY_TILE)
+    tile = min(N, max(256, _TILE_FLOATS // nq))
+    buf = np.empty(nq * tile, np.float32)                   # reused by every tile
+    for qs in range(0, Q, nq):
+        qt = q[qs:qs + nq]
+        for gs in range(0, N, tile):
+            n = min(tile, N - gs)
+            s = buf[:len(qt) * n].reshape(len(qt), n)       # (q, n), C-contiguous as np.dot's out= requires
+            np.dot(qt, xb[gs:gs + n].T, out=s)              # OpenBLAS sgemm
+            fold(s, gs, vals[qs:qs + nq], ids[qs:qs + nq])
+    return vals, ids
+
 
 # %% ../nbs/10_index.ipynb #65bdbce8
 def _search(self,
@@ -183,7 +271,7 @@ def _search(self,
     p = {**self.params, **knobs}
     if self.kind == 'flat':
         xb = faiss.rev_swig_ptr(self.faiss.get_xb(), n * self.dim).reshape(n, self.dim)   # a view, no copy
-        return exact_search(q, xb, k)
+        return flat_search(q, xb, k)
     if self.kind == 'binary':
         D, I = self.faiss.search(q, k)
         return (self.dim - 2 * D).astype(np.float32), I.astype(np.int64)

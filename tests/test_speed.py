@@ -7,6 +7,7 @@ exactly in training mode, where nothing is fused.
 """
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -202,3 +203,65 @@ def test_fps_ties_and_duplicates_follow_the_first_index(skip_origin):
     want = P._fps_torch(xyz, n, dist, torch.zeros(3, dtype=torch.long))
     assert torch.equal(P.farthest_point_sample(xyz, n, skip_origin=skip_origin), want)
     if not skip_origin: assert torch.equal(want, textbook_fps(xyz, n))
+
+
+# ---------------------------------------------------------------- exact search against FAISS IndexFlatIP
+def _gallery_with_duplicates(n, d, seed):
+    rng = np.random.default_rng(seed)
+    g = rng.standard_normal((n, d), dtype=np.float32)
+    g[n // 2:n // 2 + n // 10] = g[:n // 10]                                   # a tenth of the rows twice
+    return g / np.linalg.norm(g, axis=1, keepdims=True)
+
+@pytest.mark.parametrize('nq', [1, 8, 9, 300, 1100])    # the fused pass; GEMM tiles; more than one query tile
+def test_flat_search_equals_faiss(nq):
+    import faiss
+    from ibsr_nb.index import flat_search
+    g = _gallery_with_duplicates(6000, 48, nq)
+    q = np.random.default_rng(nq + 1).standard_normal((nq, 48), dtype=np.float32)
+    q[:1] = g[:1]                                                              # a query equal to a duplicated row
+    peer = faiss.IndexFlatIP(48)
+    peer.add(g)
+    v, i = flat_search(q, g, 10)
+    pv, pi = peer.search(q, 10)
+    np.testing.assert_allclose(v, pv, atol=1e-5)
+    s = q @ g.T
+    np.testing.assert_allclose(np.take_along_axis(s, i, 1), v, atol=1e-5)    # the ids carry the scores returned
+    tied = (np.abs(s[:, None, :] - v[:, :, None]) <= 1e-5).sum(-1) > 1        # a duplicate (or a near-equal score)
+    assert (i[~tied] == pi[~tied]).all()                                       # identical ids wherever not tied
+    assert tied.mean() < 0.5                                                   # ... which is most places
+    u = g.copy()
+    u[3000:3600] = np.random.default_rng(7).standard_normal((600, 48), dtype=np.float32)
+    u[3000:3600] /= np.linalg.norm(u[3000:3600], axis=1, keepdims=True)       # no duplicates left: ids all equal
+    peer = faiss.IndexFlatIP(48)
+    peer.add(u)
+    assert (flat_search(q, u, 10)[1] == peer.search(q, 10)[1]).all()
+
+def test_flat_search_ties_follow_the_index_and_memory_is_bounded():
+    "Exact integer scores: ties go to the smaller index (topk_stable's rule); the score buffer never grows with N."
+    import tracemalloc
+    from ibsr_nb.index import flat_search
+    from ibsr_nb.metrics import topk_stable
+    rng = np.random.default_rng(0)
+    g = rng.integers(-2, 3, (200_000, 8)).astype(np.float32)                 # 5^8 patterns: many equal scores
+    q = rng.integers(-2, 3, (64, 8)).astype(np.float32)
+    tracemalloc.start()
+    v, i = flat_search(q, g, 10)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 8 * 2 ** 20                                                  # a 4 MB tile; the Q x N table is 51 MB
+    want_v, want_i = topk_stable(q @ g.T, 10)
+    assert (i == want_i).all() and (v == want_v).all()
+
+def test_flat_search_without_numba_is_the_torch_path(monkeypatch):
+    import ibsr_nb.index as I
+    g = _gallery_with_duplicates(3000, 32, 1)
+    q = np.random.default_rng(2).standard_normal((40, 32), dtype=np.float32)
+    fast = I.flat_search(q, g, 7)
+    monkeypatch.setenv('IBSR_NUMBA', '0')
+    I._search_kernels.cache_clear()
+    try:
+        assert I._search_kernels() is None
+        slow = I.flat_search(q, g, 7)
+    finally: I._search_kernels.cache_clear()
+    np.testing.assert_allclose(fast[0], slow[0], atol=1e-5)
+    assert (fast[1] == slow[1]).mean() > 0.99                                  # the same but for near-equal duplicates
