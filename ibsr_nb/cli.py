@@ -13,12 +13,14 @@ __all__ = ['ENCODER_NAMES', 'DEFAULT_ENCODER', 'BENCHMARK_NAMES', 'ENCODER_SPEC'
 
 # %% ../nbs/30_cli.ipynb #9bc2e077
 # Names, not imports: `ibsr --help` lists them without loading torch (the lessons check them against the registries).
-ENCODER_NAMES = ('ibsr-l', 'ibsr-s', 'ibsr-l-narrow', 'ibsr-s-narrow',                    # shipped pre-aligned
+ENCODER_NAMES = ('ibsr-l', 'ibsr-s', 'ibsr-l-narrow', 'ibsr-s-narrow',               # = ibsr_nb.encoders.ENCODERS
                  'random-ppat-tiny-s', 'random-ppat-tiny-l', 'random-ulip-pointbert-tiny', 'random-pn2-ssg-tiny',
-                 'openshape-g14', 'openshape-l14', 'openshape-b32', 'ulip1-pointbert', 'ulip2-pointbert', 'ulip1-pn2-ssg',
-                 'cmic-tiny', 'cmic-resnet', 'cmah-tiny', 'cmah-base')                  # = ibsr_nb.encoders.ENCODERS
-DEFAULT_ENCODER = 'ibsr-l'                                                              # = ibsr_nb.pretrained.DEFAULT_ENCODER
-BENCHMARK_NAMES = ('pix3d-like', 'cars-like', 'shape-centric', 'pix3d', 'stanford-cars', 'comp-cars')  # = ibsr_nb.data
+                 'openshape-g14', 'openshape-l14', 'openshape-b32',
+                 'ulip1-pointbert', 'ulip2-pointbert', 'ulip1-pn2-ssg',
+                 'cmic-tiny', 'cmic-resnet', 'cmah-tiny', 'cmah-base')
+DEFAULT_ENCODER = 'ibsr-l'                                                  # = ibsr_nb.pretrained.DEFAULT_ENCODER
+BENCHMARK_NAMES = ('pix3d-like', 'cars-like', 'shape-centric',              # = ibsr_nb.data.BENCHMARKS
+                   'pix3d', 'stanford-cars', 'comp-cars')                   # + REAL_BENCHMARKS
 ENCODER_SPEC = (f"encoder: one of {', '.join(ENCODER_NAMES)} (see `ibsr encoders`); NAME=FILE for published weights; "
                 "or a run directory / checkpoint written by `ibsr train`")
 
@@ -104,7 +106,8 @@ def _query(p):
     p.add_argument('--text', default=None, help='a text query instead of an image')
     p.add_argument('--index', type=Path, required=True, help='index file written by `ibsr index`')
     p.add_argument('-k', type=int, default=10, help='number of results')
-    p.add_argument('--encoder', default=None, metavar='ENCODER', help=ENCODER_SPEC + " (default: the index's, when it needs no file)")
+    p.add_argument('--encoder', default=None, metavar='ENCODER',
+                   help=ENCODER_SPEC + " (default: the index's, when it needs no file)")
     p.add_argument('--checkpoint', type=Path, default=None, help='weights file of a published encoder (same as --encoder NAME=FILE)')
     p.add_argument('--tower-weights', type=Path, default=None, help="local weights file of a published encoder's image/text tower")
     p.add_argument('--out', type=Path, default=Path('query_results.png'),
@@ -169,13 +172,14 @@ def _train(p):
     return run
 
 def field_comments(cls) -> dict:
-    "The comment on each field's line of the dataclass `cls` (its docments), read from its source: no fastcore at run time."
+    "The comment on each field's line of the dataclass `cls` (its docments), from its source: no fastcore at run time."
     import inspect, io, tokenize, dataclasses
     names, rows, notes, line_start = {f.name for f in dataclasses.fields(cls)}, {}, {}, True
     for tok in tokenize.generate_tokens(io.StringIO(inspect.getsource(cls)).readline):
         if line_start and tok.type == tokenize.NAME and tok.string in names and tok.string not in rows.values():
             rows[tok.start[0]] = tok.string                   # the line that declares the field
-        if tok.type == tokenize.COMMENT and tok.start[0] in rows: notes[rows[tok.start[0]]] = tok.string.lstrip('#').strip()
+        if tok.type == tokenize.COMMENT and tok.start[0] in rows:
+            notes[rows[tok.start[0]]] = tok.string.lstrip('#').strip()
         line_start = tok.type in (tokenize.NEWLINE, tokenize.NL, tokenize.INDENT, tokenize.DEDENT, tokenize.COMMENT)
     return notes
 
@@ -189,7 +193,7 @@ def starting_values(mode: str) -> dict:
     shipped = SHIPPED[DEFAULT_ENCODER]                      # finetune and scratch start from the shipped encoder
     init = dict(init=DEFAULT_ENCODER, point_encoder=shipped.arch, tower=shipped.tower)
     return {'pretrain': dict(mode='pretrain'),
-            'finetune': dict(mode='finetune', **init, lr=SCALE_PRESETS['quick'].finetune_lr),   # adapt, do not erase, the alignment
+            'finetune': dict(mode='finetune', **init, lr=SCALE_PRESETS['quick'].finetune_lr),   # adapt the alignment
             'scratch': dict(mode='scratch', **init)}[mode]
 
 def _yaml_value(v) -> str:
@@ -214,9 +218,10 @@ def starting_config(mode: str = 'finetune') -> str:
     values = starting_values(mode)
     cfg = TrainConfig(**values).validate(f'ibsr config {mode}')
     changed = [k for k, v in values.items() if getattr(TrainConfig(), k) != v]
-    head = [f'# A starting `ibsr train` config for a {mode} run, written by `ibsr config {mode}` (ibsr_nb {__version__}).',
-            '# Every field of ibsr_nb.model.TrainConfig (nbs/10a_model.ipynb) with its value and what it means. A key left',
-            f"# out takes TrainConfig's default: the value below, except for {', '.join(changed)}.",
+    head = [f'# A starting `ibsr train` config for a {mode} run, written by `ibsr config {mode}` '
+            f'(ibsr_nb {__version__}).',
+            '# Every field of ibsr_nb.model.TrainConfig (nbs/10a_model.ipynb), its value and what it means.',
+            f"# A key left out takes TrainConfig's default: the value below, except for {', '.join(changed)}.",
             '# Train with: ibsr train THIS.yaml --out runs/NAME']
     return '\n'.join([*head, *_commented(cfg)]) + '\n'
 
@@ -237,7 +242,8 @@ def _config(p):
 def _evaluate(p):
     p.add_argument('source', type=Path, metavar='RUN_DIR_OR_CHECKPOINT', help='a run directory (uses best.pt) or a checkpoint file')
     p.add_argument('--benchmark', required=True, choices=BENCHMARK_NAMES,
-                   help='generated (pix3d-like, cars-like, shape-centric) or real (pix3d, stanford-cars, comp-cars: see --data-root)')
+                   help='generated (pix3d-like, cars-like, shape-centric) or real '
+                        '(pix3d, stanford-cars, comp-cars: see --data-root)')
     p.add_argument('--split', default='test', choices=('test', 'train'), help='which queries to score')
     p.add_argument('--quick', action=argparse.BooleanOptionalAction, default=None, help='benchmark size (default: quick mode decides)')
     p.add_argument('--data-seed', type=int, default=0, help='seed of the benchmark generator')
@@ -297,9 +303,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f'error: {message}\n{self.format_usage()}')
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    "Each option's default after its help, unless the help says it already, the option is required or one of a choice of flags."
+    "Each option's default after its help, unless its help says it, it is required or it is one of a choice of flags."
     def _get_help_string(self, action):
-        flag = type(action) is argparse._StoreConstAction          # `reproduce --quick | --standard | ...`: one says "default"
+        flag = type(action) is argparse._StoreConstAction          # `reproduce --quick | --standard | ...`
         if action.required or flag or 'default' in (action.help or ''): return action.help
         return super()._get_help_string(action)
 
