@@ -8,11 +8,21 @@ import os, sys, json, argparse, traceback
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['ENCODER_SPEC', 'COMMANDS', 'EXPECTED_ERRORS', 'build_parser', 'error_message', 'main']
+__all__ = ['ENCODER_NAMES', 'DEFAULT_ENCODER', 'BENCHMARK_NAMES', 'ENCODER_SPEC', 'COMMANDS', 'START_MODES', 'EXPECTED_ERRORS',
+           'field_comments', 'starting_values', 'starting_config', 'build_parser', 'error_message', 'main']
 
 # %% ../nbs/30_cli.ipynb #9bc2e077
-ENCODER_SPEC = ("encoder: a name from `ibsr encoders` (default: ibsr-l, the shipped pre-aligned L encoder), NAME=FILE for "
-                "published weights, or a run directory / checkpoint written by `ibsr train`")
+# Names, not imports: `ibsr --help` lists them without loading torch (the lessons check them against the registries).
+ENCODER_NAMES = ('ibsr-l', 'ibsr-s', 'ibsr-l-narrow', 'ibsr-s-narrow',               # = ibsr_nb.encoders.ENCODERS
+                 'random-ppat-tiny-s', 'random-ppat-tiny-l', 'random-ulip-pointbert-tiny', 'random-pn2-ssg-tiny',
+                 'openshape-g14', 'openshape-l14', 'openshape-b32',
+                 'ulip1-pointbert', 'ulip2-pointbert', 'ulip1-pn2-ssg',
+                 'cmic-tiny', 'cmic-resnet', 'cmah-tiny', 'cmah-base')
+DEFAULT_ENCODER = 'ibsr-l'                                                  # = ibsr_nb.pretrained.DEFAULT_ENCODER
+BENCHMARK_NAMES = ('pix3d-like', 'cars-like', 'shape-centric',              # = ibsr_nb.data.BENCHMARKS
+                   'pix3d', 'stanford-cars', 'comp-cars')                   # + REAL_BENCHMARKS
+ENCODER_SPEC = (f"encoder: one of {', '.join(ENCODER_NAMES)} (see `ibsr encoders`); NAME=FILE for published weights; "
+                "or a run directory / checkpoint written by `ibsr train`")
 
 def _log(msg): print(msg, file=sys.stderr)
 
@@ -59,7 +69,7 @@ def _weights(spec: str, checkpoint) -> str:
 
 def _index(p):
     p.add_argument('mesh_dir', type=Path, help='folder of mesh files (searched recursively)')
-    p.add_argument('--encoder', default='ibsr-l', help=ENCODER_SPEC)   # = ibsr_nb.pretrained.DEFAULT_ENCODER (not imported: torch is slow)
+    p.add_argument('--encoder', default=DEFAULT_ENCODER, metavar='ENCODER', help=ENCODER_SPEC)
     p.add_argument('--checkpoint', type=Path, default=None, help='weights file of a published encoder (same as --encoder NAME=FILE)')
     p.add_argument('--out', type=Path, required=True, help='index file to write')
     p.add_argument('--kind', choices=('flat', 'ivfpq', 'hnsw'), default='flat', help='index kind (flat: exact inner product)')
@@ -96,10 +106,12 @@ def _query(p):
     p.add_argument('--text', default=None, help='a text query instead of an image')
     p.add_argument('--index', type=Path, required=True, help='index file written by `ibsr index`')
     p.add_argument('-k', type=int, default=10, help='number of results')
-    p.add_argument('--encoder', default=None, help=ENCODER_SPEC + " (default: the index's, when it needs no file)")
+    p.add_argument('--encoder', default=None, metavar='ENCODER',
+                   help=ENCODER_SPEC + " (default: the index's, when it needs no file)")
     p.add_argument('--checkpoint', type=Path, default=None, help='weights file of a published encoder (same as --encoder NAME=FILE)')
     p.add_argument('--tower-weights', type=Path, default=None, help="local weights file of a published encoder's image/text tower")
-    p.add_argument('--out', type=Path, default=Path('query_results.png'), help='picture to write (query + top-k renders)')
+    p.add_argument('--out', type=Path, default=Path('query_results.png'),
+                   help='picture to write (query + top-k renders); the path written is printed')
     p.add_argument('--no-picture', action='store_true', help='do not write the picture')
     p.add_argument('--html', type=Path, default=None, help='also write a standalone 3D HTML view of the top-k meshes')
     p.add_argument('--truth', default=None, help='ground-truth shape id: frames hits green and misses red')
@@ -122,6 +134,7 @@ def _query(p):
                               'k': a.k, 'picture': None if picture is None else str(picture),
                               'html': None if a.html is None else str(a.html),
                               'results': json.loads(table.to_json(orient='records'))}, indent=1))
+            if picture is not None: _log(f'wrote {picture}')       # stdout stays JSON
             return 0
         print(table.to_string(index=False, float_format=lambda v: f'{v:.4f}'))
         if picture is not None: print(f'wrote {picture}')
@@ -158,10 +171,79 @@ def _train(p):
         return 0
     return run
 
+def field_comments(cls) -> dict:
+    "The comment on each field's line of the dataclass `cls` (its docments), from its source: no fastcore at run time."
+    import inspect, io, tokenize, dataclasses
+    names, rows, notes, line_start = {f.name for f in dataclasses.fields(cls)}, {}, {}, True
+    for tok in tokenize.generate_tokens(io.StringIO(inspect.getsource(cls)).readline):
+        if line_start and tok.type == tokenize.NAME and tok.string in names and tok.string not in rows.values():
+            rows[tok.start[0]] = tok.string                   # the line that declares the field
+        if tok.type == tokenize.COMMENT and tok.start[0] in rows:
+            notes[rows[tok.start[0]]] = tok.string.lstrip('#').strip()
+        line_start = tok.type in (tokenize.NEWLINE, tokenize.NL, tokenize.INDENT, tokenize.DEDENT, tokenize.COMMENT)
+    return notes
+
+START_MODES = ('pretrain', 'finetune', 'scratch')
+
+def starting_values(mode: str) -> dict:
+    "The fields a `mode` run starts from where they differ from `TrainConfig`'s defaults."
+    from ibsr_nb.pretrained import SHIPPED
+    from ibsr_nb.paper import SCALE_PRESETS
+    if mode not in START_MODES: raise ValueError(f'mode: one of {START_MODES}, got {mode!r}')
+    shipped = SHIPPED[DEFAULT_ENCODER]                      # finetune and scratch start from the shipped encoder
+    init = dict(init=DEFAULT_ENCODER, point_encoder=shipped.arch, tower=shipped.tower)
+    return {'pretrain': dict(mode='pretrain'),
+            'finetune': dict(mode='finetune', **init, lr=SCALE_PRESETS['quick'].finetune_lr),   # adapt the alignment
+            'scratch': dict(mode='scratch', **init)}[mode]
+
+def _yaml_value(v) -> str:
+    "`v` as one line of YAML flow style (`null`, `0.0001`, `'a: b'`, `[1, 2]`)."
+    import yaml
+    return yaml.safe_dump([v], default_flow_style=True, width=10**6).strip()[1:-1]
+
+def _commented(cfg, indent: str = ''):
+    "The lines `key: value  # docments` of a config, nested configs indented below their key."
+    from ibsr_nb.core import Config
+    notes = field_comments(type(cfg))
+    for k, v in Config.to_dict(cfg).items():          # Config.to_dict: every field, `data_root` too
+        sub = getattr(cfg, k)
+        line = f'{indent}{k}:' if isinstance(sub, Config) else f'{indent}{k}: {_yaml_value(v)}'
+        yield f'{line:<34}  # {notes[k]}' if notes.get(k) else line
+        if isinstance(sub, Config): yield from _commented(sub, indent + '  ')
+
+def starting_config(mode: str = 'finetune') -> str:
+    "A commented TrainConfig YAML to start a `mode` run from: every field with its value and its docments line."
+    from ibsr_nb import __version__
+    from ibsr_nb.model import TrainConfig
+    values = starting_values(mode)
+    cfg = TrainConfig(**values).validate(f'ibsr config {mode}')
+    changed = [k for k, v in values.items() if getattr(TrainConfig(), k) != v]
+    head = [f'# A starting `ibsr train` config for a {mode} run, written by `ibsr config {mode}` '
+            f'(ibsr_nb {__version__}).',
+            '# Every field of ibsr_nb.model.TrainConfig (nbs/10a_model.ipynb), its value and what it means.',
+            f"# A key left out takes TrainConfig's default: the value below, except for {', '.join(changed)}.",
+            '# Train with: ibsr train THIS.yaml --out runs/NAME']
+    return '\n'.join([*head, *_commented(cfg)]) + '\n'
+
+def _config(p):
+    p.add_argument('mode', nargs='?', choices=START_MODES, default='finetune',
+                   help=f'the run: pretrain (tower and point encoder from nothing), finetune (from {DEFAULT_ENCODER}, '
+                        f'the shipped encoder) or scratch ({DEFAULT_ENCODER}\'s tower, a random point encoder)')
+    p.add_argument('--out', type=Path, default=None, help='YAML file to write (default: print it)')
+    def run(a) -> int:
+        text = starting_config(a.mode)
+        if a.out is None: print(text, end=''); return 0
+        from ibsr_nb.core import atomic_write_text
+        atomic_write_text(_writable(a.out, '--out'), text)
+        print(f'wrote {a.out}: edit it, then `ibsr train {a.out}`')
+        return 0
+    return run
+
 def _evaluate(p):
     p.add_argument('source', type=Path, metavar='RUN_DIR_OR_CHECKPOINT', help='a run directory (uses best.pt) or a checkpoint file')
-    p.add_argument('--benchmark', required=True, help='benchmark name, e.g. pix3d-like, cars-like, shape-centric, '
-                   'or a real one: pix3d, stanford-cars, comp-cars')
+    p.add_argument('--benchmark', required=True, choices=BENCHMARK_NAMES,
+                   help='generated (pix3d-like, cars-like, shape-centric) or real '
+                        '(pix3d, stanford-cars, comp-cars: see --data-root)')
     p.add_argument('--split', default='test', choices=('test', 'train'), help='which queries to score')
     p.add_argument('--quick', action=argparse.BooleanOptionalAction, default=None, help='benchmark size (default: quick mode decides)')
     p.add_argument('--data-seed', type=int, default=0, help='seed of the benchmark generator')
@@ -210,6 +292,7 @@ def _reproduce(p):
     return run
 
 COMMANDS['train'] = (_train, 'train or resume a run from a TrainConfig YAML (pretrain, finetune or scratch)')
+COMMANDS['config'] = (_config, 'print (or --out: write) a commented starting TrainConfig YAML for `ibsr train`')
 COMMANDS['evaluate'] = (_evaluate, 'retrieval metrics of a trained run or checkpoint on a benchmark')
 COMMANDS['reproduce'] = (_reproduce, "regenerate the paper's tables and figures on the procedural benchmark")
 
@@ -242,6 +325,13 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f'error: {message}\n{self.format_usage()}')
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    "Each option's default after its help, unless its help says it, it is required or it is one of a choice of flags."
+    def _get_help_string(self, action):
+        flag = type(action) is argparse._StoreConstAction          # `reproduce --quick | --standard | ...`
+        if action.required or flag or 'default' in (action.help or ''): return action.help
+        return super()._get_help_string(action)
+
 def build_parser() -> argparse.ArgumentParser:
     "The argparse parser of `ibsr` with every registered subcommand."
     from ibsr_nb import __version__
@@ -250,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--debug', action='store_true', help='show the traceback of an error')
     sub = parser.add_subparsers(dest='command', required=True)
     for name, (add, help_) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_, description=help_, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p = sub.add_parser(name, help=help_, description=help_, formatter_class=_HelpFormatter)
         p.set_defaults(_run=add(p))
     return parser
 

@@ -138,11 +138,12 @@ def results_3d(query,                # the query's mesh or point cloud, or None
     for n, it in enumerate(items):
         fig.add_trace(_trace(it), row=n // cols + 1, col=n % cols + 1)
     fig.update_scenes(aspectmode='data', xaxis_visible=False, yaxis_visible=False, zaxis_visible=False)
-    fig.update_layout(height=320 * rows, width=320 * cols, showlegend=False, margin=dict(l=0, r=0, t=30, b=0))
+    fig.update_layout(height=320 * rows, autosize=True, showlegend=False, margin=dict(l=0, r=0, t=30, b=0))   # as wide as the page
     return fig
 
 def write_html(fig, path) -> Path:
     "Write a plotly figure as a standalone HTML file with plotly.js inlined (works offline), atomically."
     path = Path(path)
-    with atomic_path(path) as tmp: fig.write_html(tmp, include_plotlyjs=True, full_html=True)
+    with atomic_path(path) as tmp:        # the panels share the window's width (a fixed width cut the last one)
+        fig.write_html(tmp, include_plotlyjs=True, full_html=True, default_width='100%', config={'responsive': True})
     return path

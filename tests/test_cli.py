@@ -2,7 +2,7 @@
 or a text (table, JSON and picture), resuming an interrupted index build, and the errors a user can meet.
 Everything runs on files written here, with the seeded random-weight encoder `random-ppat-tiny-s`, except the
 end-to-end test, which trains a tiny run first and searches with it."""
-import io, os, sys, json, struct, contextlib, subprocess
+import io, os, sys, json, struct, argparse, contextlib, subprocess
 from pathlib import Path
 import numpy as np
 import pytest
@@ -79,6 +79,7 @@ def test_index_then_query_end_to_end(tmp_path):
     assert lines[0].split() == ['rank', 'score', 'shape_id', 'category', 'path']
     assert [l.split()[0] for l in lines[1:4]] == ['1', '2', '3']
     assert pic.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and pic.stat().st_size > 2000
+    assert f'wrote {pic}' in lines and f"wrote {tmp_path/'top.html'}" in lines       # says where the files went
     assert (tmp_path/'top.html').stat().st_size > 1_000_000            # plotly.js inlined
 
     code, out, err = run_main('query', '--text', 'a wooden chair', '--index', idx, '-k', '10', '--json', '--no-picture')
@@ -242,14 +243,79 @@ def test_demo_still_works(tmp_path):
 
 def test_help_and_version_do_not_import_torch():
     "The CLI is argument parsing only: `--help` of every command and `--version` never import torch."
-    probe = ("import sys; from ibsr_nb.cli import main\n"
-             "for argv in (['--help'], ['--version'], *[[c, '--help'] for c in ('demo', 'encoders', 'index', 'query', 'train', 'evaluate', 'reproduce')]):\n"
+    probe = ("import sys; from ibsr_nb.cli import main, COMMANDS\n"
+             "for argv in (['--help'], ['--version'], *[[c, '--help'] for c in COMMANDS]):\n"
              "    try: main(argv)\n"
              "    except SystemExit as e: assert e.code == 0, (argv, e.code)\n"
              "print('torch' in sys.modules)")
     r = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == 'False'
+
+
+def help_text(*argv) -> str:
+    "What `ibsr ARGV --help` prints (in-process: argparse exits after printing)."
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as e:
+        from ibsr_nb.cli import main
+        main([*argv, '--help'])
+    assert e.value.code == 0
+    return ' '.join(out.getvalue().split())            # argparse wraps lines: compare with single spaces
+
+
+def test_help_shows_defaults_and_choices():
+    "Every option's help states its default; encoder and benchmark names are listed; query announces its picture path."
+    from ibsr_nb.cli import COMMANDS, ENCODER_NAMES, BENCHMARK_NAMES, build_parser
+    from ibsr_nb.encoders import ENCODERS
+    from ibsr_nb.data import BENCHMARKS, REAL_BENCHMARKS
+    assert ENCODER_NAMES == tuple(ENCODERS) and BENCHMARK_NAMES == BENCHMARKS + tuple(REAL_BENCHMARKS)
+    sub = next(a for a in build_parser()._actions if a.dest == 'command').choices
+    for name in COMMANDS:
+        assert '(default:' in help_text(name) or name == 'encoders'
+        for a in sub[name]._actions[1:]:                                 # after -h
+            assert a.help, f'{name} {a.dest}: no help text'
+            if a.required or type(a) is argparse._StoreConstAction: continue      # a choice of flags: one says 'default'
+            assert 'default' in sub[name]._get_formatter()._get_help_string(a), f'{name} {a.dest}: no default in its help'
+    assert '(default; about 10 min' in help_text('reproduce') and '(default: quick)' not in help_text('reproduce')
+    for name in ('index', 'query'):
+        text = help_text(name).replace('- ', '-')                        # argparse breaks long names at hyphens
+        assert all(n in text for n in ENCODER_NAMES), name
+    assert '(default: ibsr-l)' in help_text('index')
+    assert 'the path written is printed (default: query_results.png)' in help_text('query')
+    assert '{pix3d-like,cars-like,shape-centric,pix3d,stanford-cars,comp-cars}' in help_text('evaluate')
+    r = ibsr('evaluate', 'runs/x', '--benchmark', 'pix3d-lke', check=False)         # refused by the parser, before any work
+    assert r.returncode == 2 and r.stderr.startswith("error: argument --benchmark: invalid choice: 'pix3d-lke' (choose from")
+    assert "'pix3d-like'" in r.stderr and "'comp-cars'" in r.stderr
+
+
+def test_config_command_writes_a_config_train_accepts(tmp_path):
+    "`ibsr config MODE` prints a commented YAML of every TrainConfig field that `ibsr train` loads as is; 2 steps train from it."
+    import yaml, dataclasses
+    from ibsr_nb.model import TrainConfig
+    from ibsr_nb.cli import starting_values
+    for mode in ('pretrain', 'finetune', 'scratch'):
+        code, out, err = run_main('config', mode)
+        assert code == 0, err
+        lines = [l for l in out.splitlines() if not l.startswith('#')]
+        top = {l.split(':')[0] for l in lines if not l.startswith(' ')}
+        assert top == {f.name for f in dataclasses.fields(TrainConfig)}, mode              # every field, data_root too
+        assert all('  # ' in l for l in lines), [l for l in lines if '  # ' not in l]     # each with its description
+        assert yaml.safe_load(out)['mode'] == mode
+        code, msg, err = run_main('config', mode, '--out', tmp_path/f'{mode}.yaml')
+        assert code == 0 and (tmp_path/f'{mode}.yaml').read_text() == out and f"wrote {tmp_path/f'{mode}.yaml'}" in msg
+        cfg = TrainConfig.load(tmp_path/f'{mode}.yaml').validate(f'{mode}.yaml')       # the loader of `ibsr train`
+        assert cfg == TrainConfig(**starting_values(mode))
+    assert TrainConfig.load(tmp_path/'finetune.yaml').init == 'ibsr-l'
+    code, out, err = run_main('config', 'finetune', '--out', tmp_path)                   # a folder: refused
+    assert code == 2 and err.startswith('error: --out')
+    # the user's edit: two tiny steps, then the command that trains it
+    small = {'steps': 2, 'batch_size': 4, 'eval_every': 2, 'save_every': 2, 'warmup_steps': 1, 'quick': 'true'}
+    text = '\n'.join(f"{l.split(':')[0]}: {small[l.split(':')[0]]}" if l.split(':')[0] in small else l
+                     for l in (tmp_path/'finetune.yaml').read_text().splitlines())
+    (tmp_path/'tiny.yaml').write_text(text)
+    code, out, err = run_main('train', tmp_path/'tiny.yaml', '--out', tmp_path/'run')
+    assert code == 0, err
+    assert out.startswith('finetune on pix3d-like: 2/2 steps') and (tmp_path/'run'/'checkpoints'/'best.pt').exists(), out
 
 
 def test_debug_shows_the_traceback(tmp_path):

@@ -51,9 +51,9 @@ def browser():
         yield b
         b.close()
 
-def visit(browser, url, shot):
+def visit(browser, url, shot, width=1200):
     "Load `url`; return (errors, page); errors are console errors, page errors and failed requests."
-    page = browser.new_page(viewport={'width': 1200, 'height': 900})
+    page = browser.new_page(viewport={'width': width, 'height': 900})
     errors = []
     page.on('console', lambda m: errors.append(f'console: {m.text}') if m.type == 'error' else None)
     page.on('pageerror', lambda e: errors.append(f'pageerror: {e}'))
@@ -68,10 +68,10 @@ PAGES = sorted(p.stem + '.html' for p in (ROOT/'nbs').glob('*.ipynb'))
 FIGURES = {'02_pointclouds.html': 2, '08_losses.html': 4, '21_paper.zero_shot.html': 0, '22_paper.standard.html': 1,
            '23_paper.hcl.html': 2, '24_paper.efficiency.html': 0, '25_paper.figures.html': 2}
 MATH = {'08_losses.html': 20}      # equations rendered as MathML
-# Pages whose stored outputs still show this machine's paths; their notebooks belong to other work in progress
-# (temporary folders printed by lessons in 04/06/30, $IBSR_HOME in 00, the README text written by 20).
-LOCAL_PATHS_KNOWN = {'00_core.html', '04_data.html', '06_models.image.html', '20_paper.html', '30_cli.html'}
-DUPLICATES_KNOWN = {'20_paper.html'}   # its figure cells return an open figure (drawn twice)
+# the API pages: exported symbols with their signature and, where the parameters carry docments, a parameter table
+API_DOCS = {'10c_search.html': {'build_index': True, 'Searcher': False}, '10a_model.html': {'TrainConfig': True},
+            '11_train.html': {'train': True, 'evaluate': True}, '08_losses.html': {'hcl_multimodal': True, 'info_nce': True},
+            '10b_encoders.html': {'load_encoder': True}}
 LOCAL_PATH = r'''(?<=^|[\s'"(=:`])/(root|home|tmp|work)/[^\s'"`)]*'''
 
 def local_paths(page):
@@ -88,6 +88,17 @@ DUPLICATES_JS = """() => {
   return perCell.concat(images);
 }"""
 
+API_JS = """() => Object.fromEntries(Array.from(document.querySelectorAll('h3')).map(h => {
+  let sig = false, table = null;
+  for (let e = h.nextElementSibling; e && e.tagName !== 'H3' && !e.querySelector('h3'); e = e.nextElementSibling) {
+    if (e.matches('pre, div.highlight') || e.querySelector('pre')) sig = true;
+    const t = e.matches('table') ? e : e.querySelector('table');
+    if (t && !table) table = t;
+  }
+  const heads = table ? Array.from(table.querySelectorAll('th')).map(th => th.innerText.trim()) : [];
+  return [h.innerText.replace('¶', '').trim(), {sig, heads, rows: table ? table.querySelectorAll('tbody tr').length : 0}];
+}))"""
+
 @pytest.fixture(scope='module')
 def pages(site, browser):
     "Each rendered notebook page, loaded once: what the tests below check (and a screenshot next to the site)."
@@ -99,13 +110,9 @@ def pages(site, browser):
                           widths=page.evaluate('Array.from(document.images).map(i => i.naturalWidth)'),
                           math=page.evaluate("document.querySelectorAll('math').length"),
                           nav=page.evaluate("document.querySelectorAll('nav a').length"),
-                          shot=(out/f'{name}.png').stat().st_size)
+                          shot=(out/f'{name}.png').stat().st_size, api=page.evaluate(API_JS))
         page.close()
     return seen
-
-def known(name, pages, reason):
-    "The page as a parameter, expected to fail where `pages` lists it (not strict: fixing it elsewhere is welcome)."
-    return pytest.param(name, marks=pytest.mark.xfail(reason=reason, strict=False)) if name in pages else name
 
 @pytest.mark.parametrize('name', PAGES)
 def test_rendered_notebook_pages(pages, name):
@@ -119,15 +126,24 @@ def test_rendered_notebook_pages(pages, name):
     assert p['nav'] == len(PAGES)
     assert p['shot'] > 10_000                                                  # the screenshot shows something
 
-@pytest.mark.parametrize('name', [known(n, LOCAL_PATHS_KNOWN, 'stored outputs print local paths') for n in PAGES])
+@pytest.mark.parametrize('name', PAGES)
 def test_no_local_paths(pages, name):
     "No absolute path of the machine that ran the notebook (home, temporary or work folders) in the rendered text."
     assert not pages[name]['local_paths'], f"{name} shows local paths: {sorted(set(pages[name]['local_paths']))[:10]}"
 
-@pytest.mark.parametrize('name', [known(n, DUPLICATES_KNOWN, 'a figure cell returns an open figure') for n in PAGES])
+@pytest.mark.parametrize('name', PAGES)
 def test_no_duplicated_outputs(pages, name):
     "No output shown twice: a figure both returned and drawn by the inline backend, or a table displayed twice."
     assert not pages[name]['duplicates'], f"{name}: {pages[name]['duplicates']}"
+
+@pytest.mark.parametrize('name', sorted(API_DOCS))
+def test_api_pages_show_signatures_and_parameter_tables(pages, name):
+    "Exported functions and classes are documented below their cell: a signature, and a parameter table from their docments."
+    api = pages[name]['api']
+    for sym, has_table in API_DOCS[name].items():
+        assert sym in api and api[sym]['sig'], f'{name}: no documentation of {sym} (headings: {sorted(api)[:20]})'
+        if has_table:
+            assert api[sym]['heads'][-3:] == ['Type', 'Default', 'Details'] and api[sym]['rows'] >= 2, (name, sym, api[sym])
 
 def test_page_checks_find_defects(site, browser, tmp_path):
     "The checks above fail on a page with a duplicated figure and a local path (so their passing means something)."
@@ -151,12 +167,11 @@ def test_plotly_viewer_page(site, browser):
     assert n_scenes == 4
     assert page.evaluate("document.querySelectorAll('canvas').length") >= 1   # WebGL scenes drawn
 
-@pytest.mark.xfail(reason='ibsr_nb.viz.results_3d fixes width = 320 px × cols (1280 px for 4 panels, nbs/31_viz.ipynb), '
-                          'so the last panel is cut in a 1200 px window', strict=False)
-def test_plotly_viewer_fits_the_window(site, browser):
-    "Every 3-D panel of the viewer lies inside a 1200 px wide window (no panel cut at the right edge)."
+@pytest.mark.parametrize('width', [1200, 1280, 900])
+def test_plotly_viewer_fits_the_window(site, browser, width):
+    "Every 3-D panel of the viewer lies inside the window (no panel cut at the right edge): the figure follows its width."
     out, base = site
-    _, page = visit(browser, f'{base}/viewer.html', out/'viewer.png')
+    _, page = visit(browser, f'{base}/viewer.html', out/f'viewer-{width}.png', width=width)
     page.wait_for_selector('.js-plotly-plot', timeout=15_000)
     right = page.evaluate("Math.max(...Array.from(document.querySelectorAll('.js-plotly-plot .gl-container, "
                           ".js-plotly-plot .main-svg')).map(e => e.getBoundingClientRect().right))")

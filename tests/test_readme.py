@@ -20,7 +20,7 @@ def readme_commands() -> list[str]:
 def test_readme_lists_the_commands():
     cmds = readme_commands()
     verbs = {c.split()[1] for c in cmds if c.startswith('ibsr ')}
-    assert {'encoders', 'train', 'evaluate', 'index', 'query', 'reproduce'} <= verbs, cmds
+    assert {'encoders', 'config', 'train', 'evaluate', 'index', 'query', 'reproduce'} <= verbs, cmds
     assert any(c.startswith('torchrun ') for c in cmds)
 
 def test_readme_commands_run_as_written(tmp_path):
@@ -48,3 +48,14 @@ def test_readme_commands_run_as_written(tmp_path):
         if argv[:2] == ['ibsr', 'query']:
             assert r.stdout.splitlines()[0].split() == ['rank', 'score', 'shape_id', 'category', 'path'], r.stdout
     assert (tmp_path/'query_results.png').stat().st_size > 2000       # the default picture, where the README says
+    from ibsr_nb.model import TrainConfig
+    written = [Path(a) for c in readme_commands() if c.startswith('ibsr config ') for a in shlex.split(c)[-1:]]
+    assert written and all(TrainConfig.load(tmp_path/p).validate(str(p)) for p in written)   # `ibsr train` accepts it
+
+def test_readme_install_recipes():
+    "Install from a clone until a release exists; the CPU-only recipe pins the pair constraints.txt pins."
+    text = (ROOT/'README.md').read_text()
+    pins = dict(l.split('==') for l in (ROOT/'constraints.txt').read_text().splitlines() if '==' in l and not l.startswith('#'))
+    assert 'git clone ' in text and 'pip install -c constraints.txt -e .' in text and 'make install' in text
+    assert f"pip install torch=={pins['torch']} torchvision=={pins['torchvision']} --index-url https://download.pytorch.org/whl/cpu" in text
+    assert 'Once released, `pip install ibsr_nb`' in text and 'IBSR_NUM_THREADS' in text and 'OMP_NUM_THREADS' in text

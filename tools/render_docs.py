@@ -3,9 +3,12 @@
 GitHub Actions builds the real nbdev/Quarto site (.github/workflows/deploy.yaml). Quarto cannot be installed on our
 machines, so this script renders the same notebooks with nbconvert's `basic` template into a small self-contained site:
 one page per notebook, a navigation bar, figures embedded as PNG, and TeX converted to MathML ahead of time with
-`latex2mathml` (browsers render MathML natively), so pages need no JavaScript and no network. `python tools/render_docs.py [OUT]` (default `_docs/`); the browser test opens what it writes.
+`latex2mathml` (browsers render MathML natively), so pages need no JavaScript and no network. As nbdev does, each
+`#| export` cell is followed by the documentation of the public functions and classes it defines: the signature, the
+docstring and a table of the parameters (type, default and the docments comment, read with fastcore's `docments`).
+`python tools/render_docs.py [OUT]` (default `_docs/`); the browser test opens what it writes.
 """
-import sys, re, html
+import sys, re, ast, html, inspect, importlib
 from pathlib import Path
 import nbformat
 from nbconvert import HTMLExporter
@@ -33,6 +36,56 @@ def tex_to_mathml(md: str) -> str:
         except Exception: return f'<code>{html.escape(m.group(0))}</code>'
     return ''.join(part if i % 2 else _MATH.sub(conv, part) for i, part in enumerate(_CODE.split(md)))
 
+def _cell(v) -> str:
+    "A value as the text of a markdown table cell."
+    if v is inspect.Parameter.empty or v is None: return ''
+    t = v if isinstance(v, str) else inspect.formatannotation(v)
+    return html.escape(t, quote=False).replace('|', '\\|').replace('\n', ' ')
+
+def api_doc(obj, name: str) -> str:
+    "Markdown for one exported symbol, as nbdev's show_doc: heading, signature, docstring and a table of its parameters."
+    from fastcore.docments import docments
+    try: sig = inspect.signature(obj, eval_str=True)
+    except Exception:
+        try: sig = inspect.signature(obj)
+        except (TypeError, ValueError): sig = None
+    params = [] if sig is None else [str(p) for p in sig.parameters.values()]
+    ret = '' if sig is None or sig.return_annotation is inspect.Signature.empty else \
+          f' -> {inspect.formatannotation(sig.return_annotation)}'
+    one = f"{name}({', '.join(params)}){ret}"
+    sig_text = one if len(one) <= 100 else f'{name}(\n' + ''.join(f'    {p},\n' for p in params) + f'){ret}'
+    doc = (inspect.getdoc(obj) or '').strip()
+    parts = [f'### {name}', f'```python\n{sig_text}\n```']
+    if doc: parts.append('*' + doc.splitlines()[0] + '*' + ''.join('\n' + l for l in doc.splitlines()[1:]))
+    try: dm = docments(obj, full=True)
+    except Exception: dm = {}
+    rows = [(k, v) for k, v in dm.items() if k not in ('self', 'return') and v.get('docment')]
+    if sig is not None and rows:
+        head = '| | **Type** | **Default** | **Details** |\n|---|---|---|---|'
+        default = lambda v: '' if v.get('default') is inspect.Parameter.empty else _cell(repr(v.get('default')))
+        body = [f"| {k} | {_cell(v.get('anno'))} | {default(v)} | {_cell(v.get('docment'))} |" for k, v in rows]
+        parts.append('\n'.join([head, *body]))
+    return '\n\n'.join(parts)
+
+def add_api_docs(nb):
+    "After each `#| export` cell, a markdown cell documenting the public functions and classes it defines."
+    found = (re.search(r'^#\|\s*default_exp\s+(\S+)', c.source, re.M) for c in nb.cells)
+    exp = next((m.group(1) for m in found if m), None)
+    if exp is None: return nb
+    mod = importlib.import_module(f'ibsr_nb.{exp}')
+    cells = []
+    for c in nb.cells:
+        cells.append(c)
+        if c.cell_type != 'code' or not re.search(r'^#\|\s*export\s*$', c.source, re.M): continue
+        try: tree = ast.parse(c.source)
+        except SyntaxError: continue
+        names = [n.name for n in tree.body
+                 if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and not n.name.startswith('_')]
+        docs = [api_doc(getattr(mod, n), n) for n in names if hasattr(mod, n)]
+        if docs: cells.append(nbformat.v4.new_markdown_cell('\n\n'.join(docs), metadata={'api_doc': True}))
+    nb.cells = cells
+    return nb
+
 def page_name(nb_path): return 'index.html' if nb_path.stem == 'index' else nb_path.stem + '.html'
 
 def render_site(out=ROOT/'_docs'):
@@ -47,7 +100,7 @@ def render_site(out=ROOT/'_docs'):
     nav = ''.join(f'<a href="{page_name(p)}">{html.escape(titles[p])}</a>' for p in nbs)
     pages = []
     for p in nbs:
-        nb = prepare(nbformat.read(p, as_version=4), text_only=False, drop_exports=False)
+        nb = prepare(add_api_docs(nbformat.read(p, as_version=4)), text_only=False, drop_exports=False)
         for c in nb.cells:
             if c.cell_type == 'markdown': c.source = tex_to_mathml(c.source)
         body, _ = exporter.from_notebook_node(nb)
