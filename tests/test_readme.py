@@ -1,6 +1,6 @@
 """Every `ibsr` / `torchrun` command in the README runs as written, in order, in a fresh folder: MESH_DIR and
 photo.png stand for a generated folder of meshes and a generated photo; `ibsr reproduce` (minutes) is run with
-`--help` (the smoke reproduce is tested in test_paper.py)."""
+`--help` (the smoke reproduce is tested in test_paper.py); `ibsr serve` is started, its page fetched, then stopped."""
 import os, re, sys, shlex, shutil, subprocess
 from pathlib import Path
 import pytest
@@ -20,7 +20,7 @@ def readme_commands() -> list[str]:
 def test_readme_lists_the_commands():
     cmds = readme_commands()
     verbs = {c.split()[1] for c in cmds if c.startswith('ibsr ')}
-    assert {'encoders', 'config', 'train', 'evaluate', 'index', 'query', 'reproduce'} <= verbs, cmds
+    assert {'encoders', 'config', 'train', 'evaluate', 'index', 'query', 'reproduce', 'serve'} <= verbs, cmds
     assert any(c.startswith('torchrun ') for c in cmds)
 
 def test_readme_commands_run_as_written(tmp_path):
@@ -41,6 +41,7 @@ def test_readme_commands_run_as_written(tmp_path):
         if argv[:2] == ['ibsr', 'reproduce']: argv.append('--help')
         exe = bin_dir/argv[0]
         cmd = [str(exe)] + argv[1:] if exe.exists() else argv
+        if argv[:2] == ['ibsr', 'serve']: _serve_once(cmd, tmp_path, env); continue
         r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
         assert r.returncode == 0, f'{line}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}'
         if argv[:2] == ['ibsr', 'index'] or argv[0] == 'torchrun':
@@ -51,6 +52,25 @@ def test_readme_commands_run_as_written(tmp_path):
     from ibsr_nb.model import TrainConfig
     written = [Path(a) for c in readme_commands() if c.startswith('ibsr config ') for a in shlex.split(c)[-1:]]
     assert written and all(TrainConfig.load(tmp_path/p).validate(str(p)) for p in written)   # `ibsr train` accepts it
+
+def _serve_once(cmd, cwd, env, timeout=180):
+    "Start `ibsr serve` as written, wait for the address it prints, fetch the page, stop it."
+    import time, urllib.request
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        t0, lines = time.time(), []
+        while time.time() - t0 < timeout:
+            line = proc.stdout.readline()
+            if not line: break
+            lines.append(line)
+            url = re.search(r'http://[^\s]+/', line)
+            if url:
+                page = urllib.request.urlopen(url.group(0), timeout=60).read().decode()
+                assert '<html' in page.lower() and 'plotly' in page, page[:500]
+                return
+        raise AssertionError(f"{' '.join(cmd)}: no address printed\n{''.join(lines)[-2000:]}")
+    finally:
+        proc.terminate(); proc.wait(timeout=30)
 
 def test_readme_install_recipes():
     "Install from a clone until a release exists; the CPU-only recipe pins the pair constraints.txt pins."
