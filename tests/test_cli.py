@@ -358,14 +358,15 @@ def test_torchrun_sharded_index_equals_one_process(tmp_path):
 
 
 def test_train_index_query_end_to_end(tmp_path):
-    """`ibsr train` a tiny run, `ibsr index` the benchmark's gallery meshes with it, `ibsr query` its test photos:
+    """`ibsr train` a short fine-tuning, `ibsr index` the benchmark's gallery meshes with it, `ibsr query` its test photos:
     the right shape is found far more often than by chance, through the same commands a user types."""
     from PIL import Image
     from ibsr_nb.data import load_benchmark
     from ibsr_nb.train import query_photos
-    (tmp_path/'run.yaml').write_text('mode: pretrain\nbenchmark: pix3d-like\nquick: true\nimage_source: both\nval_fraction: 0.5\n'
-                                     'steps: 200\nbatch_size: 16\nn_points: 256\nlr: 0.002\nwarmup_steps: 10\n'
-                                     'eval_every: 200\nsave_every: 200\nseed: 0\n')
+    (tmp_path/'run.yaml').write_text('mode: finetune\ninit: ibsr-s\npoint_encoder: ppat-tiny-s\ntower: ibsr-tiny-vit-96\n'
+                                     'benchmark: pix3d-like\nquick: true\nimage_source: both\nval_fraction: 0.5\n'
+                                     'steps: 20\nbatch_size: 16\nlr: 0.0001\nwarmup_steps: 2\n'
+                                     'eval_every: 20\nsave_every: 20\nseed: 0\n')   # a short fine-tuning of the shipped S
     code, out, err = run_main('train', tmp_path/'run.yaml', '--out', tmp_path/'run')
     assert code == 0, err
     bench = load_benchmark('pix3d-like', quick=True)
