@@ -15,10 +15,10 @@ from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['SAFE_PICKLE_CLASSES', 'IbsrError', 'InputError', 'CheckpointError', 'BusyError', 'read_json', 'ConfigError', 'Config',
-           'registry_config', 'set_seed', 'default_device', 'configure_threads', 'ibsr_home', 'is_quick', 'quick_or',
-           'laptop_scale', 'get_logger', 'progress', 'make_parent', 'atomic_path', 'atomic_write_text',
-           'atomic_torch_save', 'remove_stale_tmp', 'output_lock', 'remove_stale_parts', 'PickleFileError',
-           'UnsafePickleError', 'safe_pickle_load', 'environment_report']
+           'registry_config', 'set_seed', 'default_device', 'configure_threads', 'torch_threads', 'ibsr_home',
+           'is_quick', 'quick_or', 'laptop_scale', 'get_logger', 'progress', 'make_parent', 'atomic_path',
+           'atomic_write_text', 'atomic_torch_save', 'remove_stale_tmp', 'output_lock', 'remove_stale_parts',
+           'PickleFileError', 'UnsafePickleError', 'safe_pickle_load', 'environment_report']
 
 # %% ../nbs/00_core.ipynb #87147f38
 class IbsrError(ValueError):
@@ -208,6 +208,15 @@ def configure_threads(n: int | None = None) -> int:
     n = n or _env_threads('IBSR_NUM_THREADS') or _env_threads('OMP_NUM_THREADS') or (os.cpu_count() or 1)
     torch.set_num_threads(max(1, n))
     return torch.get_num_threads()
+
+# %% ../nbs/00_core.ipynb #5622b583
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    "torch's intra-op threads set to `n` inside the block (None: unchanged), restored after it."
+    before = torch.get_num_threads()
+    if n: torch.set_num_threads(n)
+    try: yield
+    finally: torch.set_num_threads(before)
 
 # %% ../nbs/00_core.ipynb #b88baf08
 def ibsr_home(*parts) -> Path:

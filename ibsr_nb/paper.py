@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 from .core import (Config, ConfigError, is_quick, ibsr_home, progress, get_logger, atomic_write_text,
-                          environment_report, configure_threads)
+                          environment_report, configure_threads, torch_threads)
 from .losses import BetaSchedule
 from .data import load_benchmark, benchmark_spec
 from .pretrained import REGISTRY, SHIPPED, get_spec, shipped_provenance
@@ -189,14 +189,6 @@ def _data_runner(recipe: Recipe, run_dir: Path) -> dict:
 
 RUNNERS = {'train': _train_runner, 'tower': _tower_runner, 'data': _data_runner}   # 'eval' and the baselines' 'cmic' and 'cmah' join below
 
-@contextlib.contextmanager
-def _threads(n: int | None):
-    "torch intra-op threads set to `n` inside the block (None: unchanged), restored after it."
-    before = torch.get_num_threads()
-    if n: torch.set_num_threads(n)
-    try: yield
-    finally: torch.set_num_threads(before)
-
 def run_recipe(recipe: Recipe, root,
                threads: int | None = None   # torch threads for this run (None: the process's setting)
               ) -> dict:
@@ -206,7 +198,7 @@ def run_recipe(recipe: Recipe, root,
         if not done.exists():
             if recipe.kind not in RUNNERS: raise ValueError(f'{recipe.key}: no runner for kind {recipe.kind!r} (known: {sorted(RUNNERS)})')
             t0, c0 = time.perf_counter(), time.process_time()   # CPU time: what a run costs on a busy machine too
-            with _threads(threads):
+            with torch_threads(threads):
                 n_threads = torch.get_num_threads()
                 res = RUNNERS[recipe.kind](recipe, run_dir)
             payload = {'key': recipe.key, 'kind': recipe.kind, 'tags': recipe.tags, 'config_hash': recipe.config_hash(),
@@ -832,6 +824,8 @@ def _run_cost(run_dir, train_s=None) -> dict:
             atomic_write_text(f, json.dumps(cost, indent=1, default=float))
     return json.loads(f.read_text())
 
+def _total(table: list) -> dict: return next(row for row in table if row['category'] == 'Total')   # a stored table's Total row
+
 def efficiency_table(results: list, res: pd.DataFrame) -> pd.DataFrame:
     "Accuracy and cost per system and benchmark: the baselines' stored costs, ours measured from its pre-aligned L runs."
     rows = []
@@ -843,7 +837,7 @@ def efficiency_table(results: list, res: pd.DataFrame) -> pd.DataFrame:
             cost, name = _run_cost(r['summary']['run_dir'], r['summary'].get('seconds')), f"ours: pre-aligned L + {t['loss']}"
         else: continue
         for bench, table in r['evals'].items():
-            total = next(row for row in table if row['category'] == 'Total')
+            total = _total(table)
             rows.append({'benchmark': bench, 'system': name, 'seed': t.get('seed'), **{m: total[m] for m in ('acc@1', 'acc@10', 'map@10')},
                          'params at retrieval (M)': cost['params_retrieval'] / 1e6, 'bytes/shape': cost['bytes_per_shape'],
                          'search µs/query (10k shapes)': 1000 * cost['search_ms_large'], 'train s': cost.get('train_s')})
@@ -856,8 +850,6 @@ EXTRA_TABLES = {'efficiency': (efficiency_table, 'Accuracy and cost of one embed
 RUNNERS['cmic'] = RUNNERS['cmah'] = lambda recipe, run_dir: run_baseline(recipe.config, run_dir)
 
 # %% ../nbs/20_paper.ipynb #1569e191
-def _total(table: list) -> dict: return next(row for row in table if row['category'] == 'Total')
-
 def regenerated_table(results: list, res: pd.DataFrame) -> pd.DataFrame:
     """Stage-2 runs regenerated at this scale against the shipped weights' recorded zero-shot Acc@1 (`provenance.json`):
     difference ± 2 SE (independent binomial errors: the shipped weights' per-photo ranks are not stored). Empty when the
