@@ -239,7 +239,7 @@ def quick_or(quick, full):
 
 # %% ../nbs/00_core.ipynb #44756f8f
 def laptop_scale() -> str:
-    """The notebooks' default: quick (laptop) sizes unless \$IBSR_QUICK is set. Each notebook that loads data calls it in
+    r"""The notebooks' default: quick (laptop) sizes unless \$IBSR_QUICK is set. Each notebook that loads data calls it in
     its first cells, so a reader who runs it top to bottom gets minutes, not hours; the full sizes only when asked for
     (start Jupyter with `IBSR_QUICK=0`). Returns a line that says which sizes are on and how to change them."""
     os.environ.setdefault('IBSR_QUICK', '1')

@@ -1,6 +1,7 @@
 """Every `ibsr` / `torchrun` command in the README runs as written, in order, in a fresh folder: MESH_DIR and
 photo.png stand for a generated folder of meshes and a generated photo; `ibsr reproduce` (minutes) is run with
-`--help` (the smoke reproduce is tested in test_paper.py); `ibsr serve` is started, its page fetched, then stopped."""
+`--help` (the smoke reproduce is tested in test_paper.py); `ibsr serve` is started, its page fetched, then stopped.
+The torchrun line must write the same index as the one-process `ibsr index` line before it."""
 import os, re, sys, shlex, shutil, subprocess
 from pathlib import Path
 import pytest
@@ -42,8 +43,10 @@ def test_readme_commands_run_as_written(tmp_path):
         exe = bin_dir/argv[0]
         cmd = [str(exe)] + argv[1:] if exe.exists() else argv
         if argv[:2] == ['ibsr', 'serve']: _serve_once(cmd, tmp_path, env); continue
+        if argv[0] == 'torchrun': one = _keep_index(tmp_path/'shapes.index')   # the one-process index, to compare
         r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
         assert r.returncode == 0, f'{line}\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}'
+        if argv[0] == 'torchrun': _same_index(one, tmp_path/'shapes.index')
         if argv[:2] == ['ibsr', 'index'] or argv[0] == 'torchrun':
             assert 'indexed 12 of 12 mesh files' in r.stdout, r.stdout
         if argv[:2] == ['ibsr', 'query']:
@@ -52,6 +55,22 @@ def test_readme_commands_run_as_written(tmp_path):
     from ibsr_nb.model import TrainConfig
     written = [Path(a) for c in readme_commands() if c.startswith('ibsr config ') for a in shlex.split(c)[-1:]]
     assert written and all(TrainConfig.load(tmp_path/p).validate(str(p)) for p in written)   # `ibsr train` accepts it
+
+def _keep_index(path: Path) -> Path:
+    "A copy of the index at `path` (a file or a folder) beside it."
+    copy = path.with_name('one-process-' + path.name)
+    (shutil.copytree if path.is_dir() else shutil.copy2)(path, copy)
+    return copy
+
+def _same_index(one: Path, two: Path):
+    """The index torchrun wrote (rank 0 merged the ranks' shards) equals the one-process index. (Twelve files make one
+    chunk, so one rank embeds them all here; test_cli.py shards smaller chunks over both ranks.)"""
+    import numpy as np
+    from ibsr_nb.index import ShapeIndex
+    a, b = ShapeIndex.load(one), ShapeIndex.load(two)
+    assert list(a.shapes['shape_id']) == list(b.shapes['shape_id'])
+    xa, xb = (np.stack([ix.faiss.reconstruct(i) for i in range(len(ix))]) for ix in (a, b))
+    np.testing.assert_allclose(xa, xb, atol=1e-6)
 
 def _serve_once(cmd, cwd, env, timeout=180):
     "Start `ibsr serve` as written, wait for the address it prints, fetch the page, stop it."

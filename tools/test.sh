@@ -40,6 +40,6 @@ echo "== [4/5] every notebook top to bottom as a reader runs it (its default sca
 python tools/read_notebooks.py --jobs 2 --json "$IBSR_HOME/notebook_times.json"
 
 echo "== [5/5] pytest suite"
-python -m pytest -q -n 2 --dist loadfile tests
+python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
 
 echo "all checks passed in $(( $(date +%s) - start )) s"
