@@ -98,6 +98,10 @@ class Recipe:
     def config_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
 
+    def bench_quick(self) -> bool:
+        "Size of the benchmarks it is evaluated on (stage 2's config says the corpus size, not the benchmarks')."
+        return self.config.quick if self.eval_quick is None else self.eval_quick
+
     def run_dir(self, root) -> Path:
         return Path(root)/'runs'/f"{re.sub(r'[^A-Za-z0-9.-]+', '_', self.key)}-{self.config_hash()}"
 
@@ -175,8 +179,7 @@ def _train_runner(recipe: Recipe, run_dir: Path) -> dict:
     last, finished = run_dir/'checkpoints'/'last.pt', run_dir/'summary.json'
     if last.exists() and finished.exists(): summary = json.loads(finished.read_text())   # written only when complete
     else: summary = train(None if last.exists() else recipe.config, run_dir, resume=last.exists())
-    quick = recipe.config.quick if recipe.eval_quick is None else recipe.eval_quick
-    evals = {b: evaluate(run_dir, b, quick=quick, data_seed=recipe.config.data_seed) for b in recipe.evals}
+    evals = {b: evaluate(run_dir, b, quick=recipe.bench_quick(), data_seed=recipe.config.data_seed) for b in recipe.evals}
     return {'summary': summary, 'evals': evals}
 
 def _tower_runner(recipe: Recipe, run_dir: Path) -> dict:
@@ -683,8 +686,8 @@ def plot_qualitative(recipes_: list[Recipe], root, benchmark: str = 'pix3d-like'
     by_key = {r.key: r for r in recipes_}
     missing = [key for _, key in runs if key not in by_key]
     if missing: raise ValueError(f'plot_qualitative: no recipe {missing}')
-    first = by_key[runs[0][1]].config
-    bench = load_benchmark(benchmark, quick=first.quick, seed=first.data_seed)
+    first = by_key[runs[0][1]]          # the benchmark size its runs were evaluated at (not a stage-2 corpus size)
+    bench = load_benchmark(benchmark, quick=first.bench_quick(), seed=first.config.data_seed)
     q = int(bench.query_rows('test')[query])
     gal = bench.gallery('test'); truth = bench.queries['shape_idx'].iloc[q]
     results, hits, labels = [], [], []
