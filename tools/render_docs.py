@@ -13,6 +13,8 @@ from pathlib import Path
 import nbformat
 from nbconvert import HTMLExporter
 from nbconvert.exporters import TemplateExporter
+from nbconvert.filters.highlight import Highlight2HTML
+from nbconvert.filters.widgetsdatatypefilter import WidgetsDataTypeFilter
 from latex2mathml.converter import convert
 sys.path.insert(0, str(Path(__file__).parent))
 from make_readme import prepare
@@ -97,9 +99,7 @@ class TrustedHTMLExporter(HTMLExporter):
         for name, f in super().default_filters(): yield name, (lambda x: x) if name == 'clean_html' else f
 
     def from_notebook_node(self, nb, resources=None, **kw):
-        langinfo = nb.metadata.get('language_info', {})
-        from nbconvert.filters.highlight import Highlight2HTML
-        from nbconvert.filters.widgetsdatatypefilter import WidgetsDataTypeFilter
+        langinfo = nb.metadata.get('language_info', {})   # the filters HTMLExporter.from_notebook_node registers
         resources = self._init_resources(resources)
         self.register_filter('highlight_code', Highlight2HTML(pygments_lexer=langinfo.get('pygments_lexer', langinfo.get('name')), parent=self))
         self.register_filter('filter_data_type', WidgetsDataTypeFilter(notebook_metadata=self._nb_metadata, parent=self, resources=resources))
