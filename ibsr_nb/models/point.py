@@ -41,36 +41,54 @@ def index_points(points: torch.Tensor,  # (B, N, C) a table per batch element
 _ORIGIN_SKIP = 1e-3   # pointnet2_ops' FPS kernel skips points with x² + y² + z² <= this
 
 _BLOCK = 64           # points per block of the compiled FPS loop
+_PLAIN_MAX = 200_000  # clouds with points × centres up to this take the plain loop (no sort, no blocks)
 
-def _part1by2(q):
-    "Spread the low 10 bits of `q` three apart (bit i -> bit 3i): one coordinate of a Morton code."
-    q = q & 0x3FF
-    q = (q | (q << 16)) & 0x030000FF
-    q = (q | (q << 8)) & 0x0300F00F
-    q = (q | (q << 4)) & 0x030C30C3
-    return (q | (q << 2)) & 0x09249249
-
-def _morton_order(xyz: np.ndarray) -> np.ndarray:
-    "Per cloud, the point indices `(B, N)` sorted along a Z-order curve (10 bits per axis): nearby points, nearby ranks."
-    lo, hi = xyz.min(1, keepdims=True), xyz.max(1, keepdims=True)
-    scale = 1023 / np.maximum((hi - lo).max(-1, keepdims=True), 1e-30)
-    q = ((xyz - lo) * scale).astype(np.int64)                                     # (B, N, 3) in [0, 1023]
-    code = _part1by2(q[..., 0]) | (_part1by2(q[..., 1]) << 1) | (_part1by2(q[..., 2]) << 2)
-    return np.argsort(code, axis=1, kind='stable')
-
-def _fps_loop(x,       # (B, 3, N) coordinates
-              xs,      # (B, 3, N) the same points in Z-order
-              order,   # (B, N) original index of each Z-ordered point
-              dist,    # (B, N) Z-ordered distance to the chosen set: inf, or -inf for points never to be picked
-              start,   # (B,) first centre (original index) of each cloud
-              out):    # (B, n) int64, filled with the centres (original indices)
-    "The FPS steps over blocks of Z-ordered points, skipping blocks the new centre cannot change (numba)."
-    N, L = x.shape[2], _BLOCK
+def _fps_loop(p,       # (B, N, 3) coordinates, C-contiguous
+              dist,    # (B, N) distance to the chosen set: inf, or -inf for points never to be picked
+              start,   # (B,) first centre of each cloud
+              out,     # (B, n) int64, filled with the centres
+              xs,      # (3, N) scratch: one cloud's coordinates in Z-order
+              ds):     # (N,) scratch: its distances in Z-order
+    "Per cloud: sort the points along a Z-order curve, then the FPS steps over blocks of them, skipping blocks the new centre cannot change (numba)."
+    N, L = p.shape[1], _BLOCK
     nb = (N + L - 1) // L
     lo, hi = np.empty((nb, 3)), np.empty((nb, 3))            # block bounding boxes
     bmax, barg = np.empty(nb), np.empty(nb, np.int64)        # block max distance, smallest original index at it
-    for b in range(x.shape[0]):
-        px, py, pz, d, o = xs[b, 0], xs[b, 1], xs[b, 2], dist[b], order[b]
+    mn, code = np.empty(3), np.empty(N, np.int64)
+    for b in range(p.shape[0]):
+        if N * out.shape[1] <= _PLAIN_MAX:                   # small: one pass over every point per step is cheaper
+            for j in range(N): xs[0, j], xs[1, j], xs[2, j], ds[j] = p[b, j, 0], p[b, j, 1], p[b, j, 2], dist[b, j]
+            far = start[b]
+            for i in range(out.shape[1]):
+                out[b, i] = far
+                cx, cy, cz = xs[0, far], xs[1, far], xs[2, far]
+                m, far = -np.inf, 0                          # all -inf: index 0, as argmax
+                for j in range(N):
+                    dx, dy, dz = xs[0, j] - cx, xs[1, j] - cy, xs[2, j] - cz
+                    v = min(ds[j], dx * dx + dy * dy + dz * dz)     # the textbook arithmetic, input precision
+                    ds[j] = v
+                    if v > m: m, far = v, j                  # the first of equal maxima
+            continue
+        # Z-order (a Morton code of 10 bits per axis): nearby points get nearby ranks, so a block's box is small.
+        # Any order gives the same centres (ties go to the smallest original index); this one makes blocks skippable.
+        ext = 0.0
+        for a in range(3):
+            mn[a] = p[b, :, a].min()
+            ext = max(ext, p[b, :, a].max() - mn[a])
+        scale = 1023.0 / max(ext, 1e-30)
+        for j in range(N):
+            c = 0
+            for a in range(3):
+                q = min(1023, max(0, int((p[b, j, a] - mn[a]) * scale)))
+                q = (q | (q << 16)) & 0x030000FF                 # spread the 10 bits three apart: bit i -> bit 3i
+                q = (q | (q << 8)) & 0x0300F00F
+                q = (q | (q << 4)) & 0x030C30C3
+                c |= ((q | (q << 2)) & 0x09249249) << a
+            code[j] = c
+        o = np.argsort(code, kind='mergesort')
+        for j in range(N):
+            xs[0, j], xs[1, j], xs[2, j], ds[j] = p[b, o[j], 0], p[b, o[j], 1], p[b, o[j], 2], dist[b, o[j]]
+        px, py, pz, d = xs[0], xs[1], xs[2], ds
         for k in range(nb):
             s, e = k * L, min(N, k * L + L)
             lo[k, 0], lo[k, 1], lo[k, 2] = px[s:e].min(), py[s:e].min(), pz[s:e].min()
@@ -79,7 +97,7 @@ def _fps_loop(x,       # (B, 3, N) coordinates
         far = start[b]
         for i in range(out.shape[1]):
             out[b, i] = far
-            cx, cy, cz = x[b, 0, far], x[b, 1, far], x[b, 2, far]
+            cx, cy, cz = p[b, far, 0], p[b, far, 1], p[b, far, 2]
             best, arg = -np.inf, N
             for k in range(nb):
                 # squared distance from the centre to the box, with a margin far above float rounding: when it
@@ -97,7 +115,7 @@ def _fps_loop(x,       # (B, 3, N) coordinates
                         if v > m or (v == m and o[j] < mi): m, mi = v, o[j]
                     bmax[k], barg[k] = m, mi
                 if bmax[k] > best or (bmax[k] == best and barg[k] < arg): best, arg = bmax[k], barg[k]
-            far = arg                                  # the first of equal maxima in original order, as argmax
+            far = arg if arg < N else 0                # the first of equal maxima in original order, as argmax
 
 @functools.cache
 def _compiled(fn):
@@ -109,19 +127,17 @@ def _compiled(fn):
     except RuntimeError: return numba.njit(nogil=True)(fn)    # no writable cache location: compile every process
 
 def _fps_numba(kernel, xyz, n, dist, start):
-    "Run the compiled loop cloud by cloud (each cloud's arrays stay in cache), the clouds shared among torch's threads."
-    p, d0, s0 = xyz.numpy(), dist.numpy(), start.numpy()
-    out = np.empty((len(p), n), np.int64)
-    def one(b):
-        order = _morton_order(p[b:b + 1])                                         # (1, N)
-        x = np.ascontiguousarray(p[b:b + 1].transpose(0, 2, 1))                   # (1, 3, N)
-        xs = np.ascontiguousarray(np.take_along_axis(x, order[:, None], 2))       # (1, 3, N) Z-ordered
-        kernel(x, xs, order, np.take_along_axis(d0[b:b + 1], order, 1), s0[b:b + 1], out[b:b + 1])
-    T = min(torch.get_num_threads(), len(p))
-    if T <= 1:
-        for b in range(len(p)): one(b)
+    "Run the compiled loop: one call per share of the clouds, the shares run by torch's threads (the loop releases the GIL)."
+    p, d0, s0 = np.ascontiguousarray(xyz.numpy()), dist.numpy(), start.numpy()
+    B, N = p.shape[:2]
+    out = np.empty((B, n), np.int64)
+    def share(sl):
+        kernel(p[sl], d0[sl], s0[sl], out[sl], np.empty((3, N), p.dtype), np.empty(N, d0.dtype))
+    T = min(torch.get_num_threads(), B)
+    if T <= 1: share(slice(0, B))
     else:
-        with ThreadPoolExecutor(T) as pool: list(pool.map(one, range(len(p))))
+        cuts = np.linspace(0, B, T + 1).round().astype(int)
+        with ThreadPoolExecutor(T) as pool: list(pool.map(share, [slice(i, j) for i, j in zip(cuts[:-1], cuts[1:])]))
     return torch.from_numpy(out)
 
 def _fps_torch(xyz, n, dist, start):
