@@ -97,11 +97,14 @@ def augment_photos(x: torch.Tensor,          # (B, 3, S, S) normalised photos
     "Random square crops (min_scale–1 of the side) resized back to S, and random horizontal flips."
     B, _, S, _ = x.shape
     side = (S * (min_scale + (1 - min_scale) * torch.rand(B, generator=g))).long().clamp(2, S)
-    out = torch.empty_like(x)
-    for k in range(B):
+    out, by_side = x.clone(), {}
+    for k in range(B):                                   # the draws, image by image
         c = int(side[k]); top, left = (torch.randint(0, S - c + 1, (2,), generator=g)).tolist()
-        crop = x[k:k + 1, :, top:top + c, left:left + c]
-        out[k] = crop[0] if c == S else F.interpolate(crop, size=(S, S), mode='bilinear', align_corners=False)[0]
+        if c < S: by_side.setdefault(c, []).append((k, top, left))
+    for c, crops in by_side.items():                     # one resize per crop size: the same pixels, fewer calls
+        ks = [k for k, _, _ in crops]
+        stack = torch.stack([x[k, :, top:top + c, left:left + c] for k, top, left in crops])
+        out[ks] = F.interpolate(stack, size=(S, S), mode='bilinear', align_corners=False)
     flip = torch.rand(B, generator=g) < 0.5
     out[flip] = out[flip].flip(-1)
     return out

@@ -143,11 +143,14 @@ def _blake(*parts) -> str:
     for p in parts: h.update(p if isinstance(p, bytes) else str(p).encode())
     return h.hexdigest()
 
+_TOKEN_CACHE = 100_000   # tokenised texts a tower keeps
+
 class ClipTower(nn.Module):
     "An open_clip model with its tokenizer and preprocessing; `encode_image` / `encode_text` give unnormalised embeddings."
     def __init__(self, name: str, model: nn.Module, preprocess, tokenizer, source: dict, frozen: bool = True):
         super().__init__()
         self.name, self.model, self.preprocess, self.tokenizer, self.source = name, model, preprocess, tokenizer, source
+        self._tokens = {}                                   # text -> token row: training re-encodes the same captions
         pp = open_clip.get_model_preprocess_cfg(model)
         size = pp['size']
         self.image_size = int(size if isinstance(size, int) else size[0])
@@ -175,8 +178,14 @@ class ClipTower(nn.Module):
     def encode_text(self, texts: list) -> torch.Tensor:
         "Strings -> `(B, embed_dim)`."
         if isinstance(texts, str): texts = [texts]
+        texts = [str(t) for t in texts]
+        new = [t for t in dict.fromkeys(texts) if t not in self._tokens]
+        if new:
+            if len(self._tokens) + len(new) > _TOKEN_CACHE: self._tokens.clear()   # bounded, for a long-running server
+            self._tokens.update(zip(new, self.tokenizer(new)))
+        tokens = torch.stack([self._tokens[t] for t in texts]) if texts else self.tokenizer([])
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-            return self.model.encode_text(self.tokenizer(list(texts)).to(self.device))
+            return self.model.encode_text(tokens.to(self.device))
 
     def preprocess_batch(self, images) -> torch.Tensor:
         "uint8 `(B, H, W, 3)` (numpy or tensor) -> normalised `(B, 3, S, S)` float, as open_clip's eval transform."
