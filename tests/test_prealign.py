@@ -74,6 +74,8 @@ def test_two_stage_path_regenerates_weights_at_a_tiny_size(tmp_path):
     jobs, threads = paper_jobs(2)
     assert res['stage1/tower']['threads'] == jobs * threads      # stage 1 runs alone, with every worker's threads
     assert {r['threads'] for k, r in res.items() if k != 'stage1/tower'} == {threads}
+    assert res['stage1/tower']['omp_wait_policy'] == 'ACTIVE'    # in a process of its own, whose threads may spin
+    assert 'ACTIVE' not in {r['omp_wait_policy'] for k, r in res.items() if k != 'stage1/tower'}   # the shared workers sleep
     assert res['data/narrow']['summary']['shapes'] > 0
     zs = res['pre/narrow/S/s0']
     assert set(zs['evals']) == {'pix3d-like', 'cars-like', 'shape-centric'} and zs['per_query']['pix3d-like']['rank']
