@@ -27,7 +27,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     header('FPS')
-    for N, n in ((10_000, 512), (100_000, 1024)):
+    for N, n in ((1_024, 96), (10_000, 512), (100_000, 1024)):    # a training cloud, and two large ones
         xyz = torch.rand(16, N, 3, generator=torch.Generator().manual_seed(N)) * 2 - 1
         one = xyz[:1]
         ours = P.farthest_point_sample(one, n)

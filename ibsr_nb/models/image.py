@@ -10,12 +10,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import open_clip
 from ..core import ibsr_home, atomic_path, atomic_write_text, get_logger
 
 # %% auto #0
-__all__ = ['TINY_CLIP_CONFIGS', 'register_clip_configs', 'tower_info', 'resolve_pretrained', 'ClipTower', 'create_tower',
-           'encode_images_cached']
+__all__ = ['TINY_CLIP_CONFIGS', 'open_clip', 'register_clip_configs', 'tower_info', 'resolve_pretrained', 'ClipTower',
+           'create_tower', 'encode_images_cached']
 
 # %% ../../nbs/06_models.image.ipynb #d3dbc14f
 TINY_CLIP_CONFIGS = {
@@ -58,7 +57,20 @@ def register_clip_configs(configs: dict | None = None  # name -> open_clip model
             open_clip.add_model_config(f)
     return sorted(configs)
 
-register_clip_configs()
+_open_clip = None   # the module, once imported
+
+class _LazyOpenClip:
+    "open_clip, imported on first use with the tiny configs registered: it brings torchvision and torch._dynamo, about 5 s of start-up that shape-only work (`ibsr index`) never needs."
+    def __getattr__(self, name):
+        global _open_clip
+        if _open_clip is None:
+            import open_clip as oc
+            _open_clip = oc
+            register_clip_configs()
+        return getattr(_open_clip, name)
+    def __repr__(self): return f"<open_clip{'' if _open_clip else ', imported on first use'}>"
+
+open_clip = _LazyOpenClip()
 
 # %% ../../nbs/06_models.image.ipynb #654de31a
 @contextlib.contextmanager
