@@ -241,16 +241,28 @@ def test_demo_still_works(tmp_path):
     assert sorted(p.name for p in (tmp_path/'demo').iterdir()) == ['config.yaml', 'result.json']
 
 
+def probe(code: str) -> str:
+    "The last line `code` prints in a fresh interpreter (what a new `ibsr` process has imported)."
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout.strip().splitlines()[-1]
+
 def test_help_and_version_do_not_import_torch():
     "The CLI is argument parsing only: `--help` of every command and `--version` never import torch."
-    probe = ("import sys; from ibsr_nb.cli import main, COMMANDS\n"
-             "for argv in (['--help'], ['--version'], *[[c, '--help'] for c in COMMANDS]):\n"
-             "    try: main(argv)\n"
-             "    except SystemExit as e: assert e.code == 0, (argv, e.code)\n"
-             "print('torch' in sys.modules)")
-    r = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.strip().splitlines()[-1] == 'False'
+    assert probe("import sys; from ibsr_nb.cli import main, COMMANDS\n"
+                 "for argv in (['--help'], ['--version'], *[[c, '--help'] for c in COMMANDS]):\n"
+                 "    try: main(argv)\n"
+                 "    except SystemExit as e: assert e.code == 0, (argv, e.code)\n"
+                 "print('torch' in sys.modules)") == 'False'
+
+def test_shape_only_work_does_not_import_open_clip():
+    """What `ibsr index` loads (the search module, a shipped encoder's point side) leaves open_clip and torchvision
+    unimported (about 5 s of start-up); the first use of a tower imports open_clip with the project's tiny configs."""
+    assert probe("import sys, torch; from ibsr_nb.search import load_encoder\n"
+                 "enc = load_encoder('ibsr-l'); enc.encode_points(torch.rand(2, 1024, 6))\n"
+                 "before = sorted({'open_clip', 'torchvision'} & set(sys.modules))\n"
+                 "from ibsr_nb.models.image import open_clip\n"
+                 "print(before, enc.tower.embed_dim, 'ibsr-tiny-vit-96' in open_clip.list_models())") == "[] 128 True"
 
 
 def help_text(*argv) -> str:

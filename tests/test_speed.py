@@ -266,17 +266,3 @@ def test_flat_search_without_numba_is_the_torch_path(monkeypatch):
     np.testing.assert_allclose(fast[0], slow[0], atol=1e-5)
     assert (fast[1] == slow[1]).mean() > 0.99                                  # the same but for near-equal duplicates
 
-
-# ---------------------------------------------------------------- start-up
-def test_shape_only_work_does_not_import_open_clip():
-    """What `ibsr index` loads (the search module, a shipped encoder's point side) leaves open_clip and torchvision
-    unimported (about 5 s of start-up); the first use of a tower imports open_clip with the project's tiny configs."""
-    import subprocess, sys
-    code = ("import sys, torch; from ibsr_nb.search import load_encoder\n"
-            "enc = load_encoder('ibsr-l'); enc.encode_points(torch.rand(2, 1024, 6))\n"
-            "before = sorted({'open_clip', 'torchvision'} & set(sys.modules))\n"
-            "from ibsr_nb.models.image import open_clip\n"
-            "print(before, enc.tower.embed_dim, 'ibsr-tiny-vit-96' in open_clip.list_models())")
-    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.split() == ['[]', '128', 'True'], r.stdout
