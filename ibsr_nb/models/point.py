@@ -42,6 +42,7 @@ _ORIGIN_SKIP = 1e-3   # pointnet2_ops' FPS kernel skips points with x² + y² + 
 
 _BLOCK = 64           # points per block of the compiled FPS loop
 _PLAIN_MAX = 200_000  # clouds with points × centres up to this take the plain loop (no sort, no blocks)
+_THREADED_MIN = 4_000_000   # batch × points × centres from which the clouds are shared among threads (a few ms)
 
 def _fps_loop(p,       # (B, N, 3) coordinates, C-contiguous
               dist,    # (B, N) distance to the chosen set: inf, or -inf for points never to be picked
@@ -133,7 +134,7 @@ def _fps_numba(kernel, xyz, n, dist, start):
     out = np.empty((B, n), np.int64)
     def share(sl):
         kernel(p[sl], d0[sl], s0[sl], out[sl], np.empty((3, N), p.dtype), np.empty(N, d0.dtype))
-    T = min(torch.get_num_threads(), B)
+    T = min(torch.get_num_threads(), B) if B * N * n >= _THREADED_MIN else 1   # small jobs: threads cost more than they save
     if T <= 1: share(slice(0, B))
     else:
         cuts = np.linspace(0, B, T + 1).round().astype(int)
