@@ -265,4 +265,3 @@ def test_flat_search_without_numba_is_the_torch_path(monkeypatch):
     finally: I._search_kernels.cache_clear()
     np.testing.assert_allclose(fast[0], slow[0], atol=1e-5)
     assert (fast[1] == slow[1]).mean() > 0.99                                  # the same but for near-equal duplicates
-
