@@ -9,10 +9,10 @@ STAMP := $(VENV)/.ibsr-installed
 
 install: $(STAMP)
 
-$(STAMP): settings.ini setup.py constraints.txt tools/ensure_chromium.sh
+$(STAMP): settings.ini setup.py constraints.txt tools/install.py tools/ensure_chromium.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install -c constraints.txt -e ".[dev]"
+	$(BIN)/python tools/install.py           # pip install -c constraints.txt -e ".[dev]", through uv when it can be had
 	$(BIN)/python -c "import torch, torchvision, open_clip, faiss, trimesh; print('torch', torch.__version__, '| torchvision', torchvision.__version__, '| open_clip', open_clip.__version__)"
 	bash tools/ensure_chromium.sh
 	touch $(STAMP)

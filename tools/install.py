@@ -1,0 +1,50 @@
+"""Install the package (editable) and its dev tools into the running interpreter's environment: what `make install` runs.
+
+    python tools/install.py [--pip]
+
+The requirement set is pip's, resolved against constraints.txt. Unpacking 6 GB of torch/CUDA wheels and compiling
+every module to bytecode is single-threaded in pip (about 2.8 min of a fresh clone's CI run, one core idle), so the
+installer is uv when it can be had: the same requirements, constraints and indexes (read from pip's own
+configuration, so a mirror or a local wheel folder set up for pip is used as is), unpacked and compiled on every core
+(about 1.8 min). Bytecode is compiled at install time either way: with PYTHONDONTWRITEBYTECODE set, nothing would be
+cached later and every process would compile torch's modules again. If uv cannot be installed or fails, pip does the
+whole install (`--pip` forces that).
+"""
+import os, re, shlex, subprocess, sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET = ['-c', 'constraints.txt', '-e', '.[dev]']
+PIP_TO_UV = {'index-url': 'UV_INDEX_URL', 'extra-index-url': 'UV_EXTRA_INDEX_URL', 'find-links': 'UV_FIND_LINKS'}
+
+def run(cmd: list, env=None) -> int:
+    print('+', ' '.join(shlex.quote(str(c)) for c in cmd), flush=True)
+    return subprocess.run([str(c) for c in cmd], cwd=ROOT, env=env).returncode
+
+def pip_settings() -> dict:
+    "pip's index-url, extra-index-url and find-links as configured (files and PIP_* variables; later sources win)."
+    out = subprocess.run([sys.executable, '-m', 'pip', 'config', 'list'], capture_output=True, text=True).stdout
+    found = {}
+    for line in out.splitlines():        # e.g. global.extra-index-url='file:///a file:///b'   :env:.find-links='/opt/w'
+        m = re.match(r"^[^.]*\.(index-url|extra-index-url|find-links)='(.*)'$", line.strip())
+        if m: found[m.group(1)] = ' '.join(m.group(2).split())
+    return found
+
+def uv_env() -> dict:
+    "The environment for `uv pip install`: pip's indexes, pip's choice among them (best version over all indexes)."
+    env = dict(os.environ, UV_INDEX_STRATEGY='unsafe-best-match', UV_LINK_MODE='copy', UV_NO_CACHE='1')
+    for key, value in pip_settings().items(): env[PIP_TO_UV[key]] = value
+    return env
+
+def install_with_uv() -> bool:
+    if run([sys.executable, '-m', 'pip', 'install', '-q', 'uv']) != 0: return False
+    uv = Path(sys.executable).with_name('uv')
+    return run([uv, 'pip', 'install', '--python', sys.executable, '--compile-bytecode', *TARGET], env=uv_env()) == 0
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if '--pip' not in argv and install_with_uv(): return 0
+    if '--pip' not in argv: print('uv was not available or failed: installing with pip', flush=True)
+    return run([sys.executable, '-m', 'pip', 'install', *TARGET])
+
+if __name__ == '__main__': sys.exit(main())
