@@ -231,12 +231,15 @@ def _search_kernels():
 _SCAN_QUERIES = 8        # up to this many queries one fused pass beats a GEMM (benchmarks/bench_search.py)
 _TILE_FLOATS = 1 << 20   # the score buffer: 4 MB, whatever the gallery size
 _QUERY_TILE = 1024       # queries per GEMM; the buffer then holds 1,024 gallery columns
+_SMALL_SCORES = 1 << 14  # up to this many scores (queries × gallery) one GEMM and a sort: loading the compiled
+                         # kernels costs about a second in a fresh process, a small search a millisecond
 
 def flat_search(q,       # (Q, D) float32 query rows, C-contiguous
                 xb,      # (N, D) float32 gallery rows, C-contiguous (FAISS's storage, read in place)
                 k: int   # neighbours per query, 1 ≤ k ≤ N
                ) -> tuple[np.ndarray, np.ndarray]:
     "Exact inner-product top-k (scores, indices) per query, best first, equal scores by index ascending."
+    if len(q) * len(xb) <= _SMALL_SCORES: return topk_stable(q @ xb.T, k)   # e.g. one photo against a folder of meshes
     kernels = _search_kernels()
     if kernels is None: return exact_search(q, xb, k)      # no numba: the torch tiles, same tie rule
     fold, scan = kernels

@@ -89,3 +89,21 @@ def test_readme_check_detects_staleness(tmp_path, monkeypatch):
     assert make_readme.main(['--check']) == 1
     (tmp_path/'README.md').write_text(text)
     assert make_readme.main(['--check']) == 0
+
+def test_installer_hands_pips_indexes_to_uv():
+    "`make install` (tools/install.py) gives uv the indexes pip is configured with, from any section or PIP_* variable."
+    sys.path.insert(0, str(ROOT/'tools'))
+    import install
+    listing = ("global.cert='/etc/ssl/certs/ca.crt'\n"
+               "global.extra-index-url='file:///opt/a/simple file:///opt/b/simple'\n"
+               "global.find-links='/opt/wheels'\n"
+               "install.index-url='https://mirror.example/simple'\n"
+               ":env:.find-links='/srv/wheels'\n")
+    env = install.uv_env(listing)
+    assert env['UV_EXTRA_INDEX_URL'] == 'file:///opt/a/simple file:///opt/b/simple'
+    assert env['UV_INDEX_URL'] == 'https://mirror.example/simple'
+    assert env['UV_FIND_LINKS'] == '/srv/wheels'                     # the variable, listed last, wins as in pip
+    assert env['UV_INDEX_STRATEGY'] == 'unsafe-best-match'           # pip's rule: the best version over all indexes
+    assert 'UV_INDEX_URL' not in install.uv_env('')                  # nothing configured: uv's default index, as pip's
+    assert install.TARGET == ['-c', 'constraints.txt', '-e', '.[dev]']
+    assert 'tools/install.py' in (ROOT/'Makefile').read_text()
