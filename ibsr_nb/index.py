@@ -231,8 +231,8 @@ def _search_kernels():
 _SCAN_QUERIES = 8        # up to this many queries one fused pass beats a GEMM (benchmarks/bench_search.py)
 _TILE_FLOATS = 1 << 20   # the score buffer: 4 MB, whatever the gallery size
 _QUERY_TILE = 1024       # queries per GEMM; the buffer then holds 1,024 gallery columns
-_SMALL_SCORES = 1 << 14  # up to this many scores (queries × gallery) one GEMM and a sort: loading the compiled
-                         # kernels costs about a second in a fresh process, a small search a millisecond
+_SMALL_SCORES = 1 << 12  # up to this many scores (queries × gallery) one product and a sort: loading the compiled
+                         # kernels costs about a second in a fresh process, such a search a fraction of a millisecond
 
 def flat_search(q,       # (Q, D) float32 query rows, C-contiguous
                 xb,      # (N, D) float32 gallery rows, C-contiguous (FAISS's storage, read in place)
