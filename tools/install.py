@@ -10,7 +10,7 @@ packages at the same versions. Bytecode is compiled at install time either way: 
 nothing would be cached later and every process would compile torch's modules again. If uv cannot be installed or
 fails, pip does the whole install (`--pip` forces that).
 """
-import os, re, shlex, subprocess, sys
+import argparse, os, re, shlex, subprocess, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,9 +44,11 @@ def install_with_uv() -> bool:
     return run([uv, 'pip', 'install', '--python', sys.executable, '--compile-bytecode', *TARGET], env=uv_env()) == 0
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if '--pip' not in argv and install_with_uv(): return 0
-    if '--pip' not in argv: print('uv was not available or failed: installing with pip', flush=True)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--pip', action='store_true', help='install with pip only (no uv)')
+    if not ap.parse_args(argv).pip:
+        if install_with_uv(): return 0
+        print('uv was not available or failed: installing with pip', flush=True)
     return run([sys.executable, '-m', 'pip', 'install', *TARGET])
 
 if __name__ == '__main__': sys.exit(main())
