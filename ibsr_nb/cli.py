@@ -77,11 +77,13 @@ def _index(p):
     p.add_argument('--batch', type=int, default=8, help='point clouds per forward pass')
     p.add_argument('--up-axis', choices=('y', 'z'), default='y', help='up axis of the meshes in the folder')
     p.add_argument('--json', action='store_true', help='print the summary as JSON')
+    def check(a):
+        if a.chunk < 1: raise ValueError(f'--chunk: must be at least 1, got {a.chunk}')
+        if a.batch < 1: raise ValueError(f'--batch: must be at least 1, got {a.batch}')
+    p.set_defaults(_check=check)
     def run(a):
         from ibsr_nb.encoders import load_encoder
         from ibsr_nb.search import build_index
-        if a.chunk < 1: raise ValueError(f'--chunk: must be at least 1, got {a.chunk}')
-        if a.batch < 1: raise ValueError(f'--batch: must be at least 1, got {a.batch}')
         _writable(a.out, '--out')
         enc = load_encoder(_weights(a.encoder, a.checkpoint))
         res = build_index(a.mesh_dir, enc, a.out, a.kind, a.chunk, a.batch, a.up_axis, log=_log)
@@ -116,13 +118,15 @@ def _query(p):
     p.add_argument('--html', type=Path, default=None, help='also write a standalone 3D HTML view of the top-k meshes')
     p.add_argument('--truth', default=None, help='ground-truth shape id: frames hits green and misses red')
     p.add_argument('--json', action='store_true', help='print machine-readable JSON instead of the table')
-    def run(a):
+    def check(a):
         if (a.image is None) == (a.text is None): raise ValueError('query: give a query IMAGE or --text "...", not both and not neither')
         if a.k < 1: raise ValueError(f'-k: must be at least 1, got {a.k}')
         if a.text is not None and not a.text.strip(): raise ValueError('--text: the text is empty')
+        if a.encoder is None and a.checkpoint is not None: raise ValueError('--checkpoint: goes with --encoder NAME')
+    p.set_defaults(_check=check)
+    def run(a):
         if not a.no_picture: _writable(a.out, '--out')
         if a.html is not None: _writable(a.html, '--html')
-        if a.encoder is None and a.checkpoint is not None: raise ValueError('--checkpoint: goes with --encoder NAME')
         from ibsr_nb.search import Searcher, results_picture, results_html
         searcher = Searcher.open(a.index, None if a.encoder is None else _weights(a.encoder, a.checkpoint), a.tower_weights)
         table = searcher.search(a.image, a.text, a.k)
@@ -278,13 +282,15 @@ def _reproduce(p):
                    help='a published encoder checkpoint to evaluate zero-shot and fine-tune from (repeatable)')
     p.add_argument('--tower-weights', action='append', default=[], metavar='NAME=FILE', help="local open_clip weights of a checkpoint's image tower")
     p.set_defaults(scale='quick')
-    def run(a):
-        from ibsr_nb.paper import reproduce, parse_checkpoint
-        towers = dict(t.split('=', 1) for t in a.tower_weights if '=' in t)
-        if len(towers) != len(a.tower_weights): raise ValueError(f'--tower-weights: expects NAME=FILE, got {a.tower_weights}')
-        for arg in a.checkpoint: parse_checkpoint(arg)          # fail before any training on a bad argument
+    def check(a):
+        if not all('=' in t for t in a.tower_weights): raise ValueError(f'--tower-weights: expects NAME=FILE, got {a.tower_weights}')
         if a.jobs is not None and a.jobs < 1: raise ValueError(f'--jobs: must be at least 1, got {a.jobs}')
         if a.out.exists() and not a.out.is_dir(): raise ValueError(f'--out {a.out}: is a file, not a folder')
+    p.set_defaults(_check=check)
+    def run(a):
+        from ibsr_nb.paper import reproduce, parse_checkpoint
+        towers = dict(t.split('=', 1) for t in a.tower_weights)
+        for arg in a.checkpoint: parse_checkpoint(arg)          # fail before any training on a bad argument
         out = reproduce(a.scale, a.out, jobs=a.jobs, data_root=a.data_root, checkpoints=tuple(a.checkpoint), tower_weights=towers)
         print((out/'README.md').read_text())
         print(f'wrote {out}/README.md, {out}/tables/, {out}/figures/')
@@ -307,10 +313,12 @@ def _serve(p):
                    help='weights file of a published encoder (same as --encoder NAME=FILE)')
     p.add_argument('--tower-weights', type=Path, default=None,
                    help="local weights file of a published encoder's image/text tower")
-    def run(a):
+    def check(a):
         if not 0 <= a.port <= 65535: raise ValueError(f'--port: must be from 0 to 65535, got {a.port}')
         if not 1 <= a.k <= 100: raise ValueError(f'-k: must be from 1 to 100, got {a.k}')
         if a.encoder is None and a.checkpoint is not None: raise ValueError('--checkpoint: goes with --encoder NAME')
+    p.set_defaults(_check=check)
+    def run(a):
         from ibsr_nb.app import serve                # flask and torch load only when serving
         enc = None if a.encoder is None else _weights(a.encoder, a.checkpoint)
         serve(a.index, a.host, a.port, enc, a.tower_weights, a.k, log=lambda m: print(m, flush=True))
@@ -358,6 +366,7 @@ def main(argv=None) -> int:
     debug = args.debug or os.environ.get('IBSR_DEBUG', '') not in ('', '0')
     os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')   # before torch loads: idle OpenMP threads sleep instead of spinning
     try:
+        if hasattr(args, '_check'): args._check(args)   # a command's argument errors come before torch loads (a second, not seven)
         from ibsr_nb.core import configure_threads
         configure_threads()
         return args._run(args) or 0

@@ -14,7 +14,7 @@ from .core import (Config, ConfigError, is_quick, ibsr_home, progress, get_logge
                           environment_report, configure_threads, torch_threads)
 from .losses import BetaSchedule
 from .data import load_benchmark, benchmark_spec
-from .pretrained import REGISTRY, SHIPPED, get_spec, shipped_provenance
+from .pretrained import REGISTRY, SHIPPED, get_spec, shipped_name, shipped_provenance
 from .prealign import TowerConfig, train_tower, align_config
 from .model import TrainConfig, build_model, load_trained, published_init
 from .train import train, evaluate, make_eval_set, fixed_subset
@@ -113,10 +113,13 @@ PRE_ALIGNED = (('ensembled', 'S'), ('ensembled', 'L'), ('narrow', 'S'), ('narrow
 def prealign_recipes(scale: PaperScale, root) -> tuple[list[Recipe], dict]:
     "(zero-shot recipes of the pre-aligned encoders, {backbone: `init` of its fine-tuning runs}): shipped, or stages 1 and 2."
     out, init, size = [], {}, {'S': scale.small, 'L': scale.large}
-    zs_tags = lambda corpus, b: dict(experiment='pretrain', corpus=corpus, backbone=b, init='pre-aligned', loss='infonce', seed=0)
+    zs_tags = lambda corpus, b: dict(experiment='pretrain', corpus=corpus, backbone=b, arch=size[b], init='pre-aligned',
+                                     loss='infonce', seed=0)
     if scale.prealign == 'shipped':
         for corpus, b in PRE_ALIGNED:
-            name = next(n for n, s in SHIPPED.items() if s.corpus == corpus and s.arch == size[b])
+            name = shipped_name(corpus, size[b])
+            if name is None: raise ValueError(f"scale {scale.name!r}: no shipped encoder of {size[b]} aligned on the {corpus} "
+                                              "corpus; set prealign='train' to align one")
             out.append(Recipe(f'pre/{corpus}/{b}/s0', 'eval', EvalConfig(source=name, quick=scale.quick_data),
                               zs_tags(corpus, b), evals=BENCHES))
             if corpus == 'ensembled': init[b] = name
@@ -212,7 +215,11 @@ def run_recipe(recipe: Recipe, root,
                        'per_query': {b: t.attrs['per_query'] for b, t in res['evals'].items()
                                      if 'per_query' in t.attrs}}
             atomic_write_text(done, json.dumps(payload, indent=1, default=float))
-    return json.loads(done.read_text())
+    return _cached(recipe, root)
+
+def _cached(recipe: Recipe, root) -> dict:
+    "The stored results of `recipe`, labelled with its current tags (a run is its config; tags only describe it)."
+    return {**json.loads((recipe.run_dir(root)/'results.json').read_text()), 'tags': dict(recipe.tags)}
 
 def paper_jobs(jobs: int | None = None) -> tuple[int, int]:
     "(parallel runs, torch threads per run): `jobs`, else $IBSR_JOBS, else 1 on a GPU or under the test runner, else one run per core (at most 4)."
@@ -263,8 +270,7 @@ def run_all(recipes_: list[Recipe], root,
     unknown = sorted({k for r in recipes_ for k in r.after} - set(keys))
     if unknown: raise ValueError(f'recipes wait for unknown keys {unknown}')
     jobs, threads = paper_jobs(jobs)
-    done = {r.key: json.loads((r.run_dir(root)/'results.json').read_text())
-            for r in recipes_ if (r.run_dir(root)/'results.json').exists()}
+    done = {r.key: _cached(r, root) for r in recipes_ if (r.run_dir(root)/'results.json').exists()}
     bar = progress(total=len(recipes_), desc=desc, initial=len(done))
     if jobs == 1:
         for r in recipes_:
@@ -889,7 +895,7 @@ def regenerated_table(results: list, res: pd.DataFrame) -> pd.DataFrame:
     for r in results:
         t = r['tags']
         if r['kind'] != 'train' or t.get('experiment') != 'pretrain': continue
-        name = next((n for n, s in SHIPPED.items() if s.corpus == t['corpus'] and s.arch.endswith('-' + t['backbone'].lower())), None)
+        name = shipped_name(t['corpus'], t.get('arch'))    # None for a backbone the package ships no weights of
         for bench, table in r['evals'].items():
             if name is None or bench not in shipped.get(name, {}): continue
             new, old = _total(table), shipped[name][bench]

@@ -15,8 +15,8 @@ from .models.point import POINT_CONFIGS, PointEncoder, create_point_encoder
 # %% auto #0
 __all__ = ['OPENAI_MEAN', 'OPENAI_STD', 'IMAGENET_MEAN', 'IMAGENET_STD', 'REGISTRY', 'SHIPPED', 'DEFAULT_ENCODER',
            'PretrainedSpec', 'get_spec', 'CheckpointError', 'read_checkpoint', 'split_state', 'fitting_layouts',
-           'check_state', 'load_pretrained', 'save_in_published_layout', 'ShippedSpec', 'weights_dir', 'shipped_files',
-           'read_weights', 'shipped_provenance']
+           'check_state', 'load_pretrained', 'save_in_published_layout', 'ShippedSpec', 'shipped_name', 'weights_dir',
+           'shipped_files', 'read_weights', 'shipped_provenance']
 
 # %% ../nbs/07_pretrained.ipynb #2eeb9d9a
 OPENAI_MEAN, OPENAI_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
@@ -303,6 +303,10 @@ SHIPPED = {s.name: s for s in [
     ShippedSpec('ibsr-s-narrow', 'ppat-tiny-s', 'narrow', 'ibsr-s-narrow.pt'),
 ]}
 DEFAULT_ENCODER = 'ibsr-l'   # the default of `ibsr index` / `ibsr query` and of the notebooks
+
+def shipped_name(corpus: str, arch: str) -> str | None:
+    "The shipped encoder aligned on `corpus` with the point backbone `arch`; None when the package ships no such encoder."
+    return next((n for n, s in SHIPPED.items() if s.corpus == corpus and s.arch == arch), None)
 
 def weights_dir() -> Path:
     "The package's folder of shipped weights (`ibsr_nb/weights`)."

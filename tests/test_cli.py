@@ -255,6 +255,29 @@ def test_help_and_version_do_not_import_torch():
                  "    except SystemExit as e: assert e.code == 0, (argv, e.code)\n"
                  "print('torch' in sys.modules)") == 'False'
 
+def test_argument_errors_come_before_torch_loads():
+    "A command's argument errors are refused in a fraction of a second: the exit code and message, torch never imported."
+    cases = [(['index', 'meshes', '--out', 'x.index', '--chunk', '0'], '--chunk: must be at least 1'),
+             (['index', 'meshes', '--out', 'x.index', '--batch', '-1'], '--batch: must be at least 1'),
+             (['query', '--index', 'x.index'], 'not both and not neither'),
+             (['query', 'p.png', '--index', 'x.index', '-k', '0'], '-k: must be at least 1'),
+             (['query', '--text', ' ', '--index', 'x.index'], '--text: the text is empty'),
+             (['query', 'p.png', '--index', 'x.index', '--checkpoint', 'w.pt'], '--checkpoint: goes with --encoder NAME'),
+             (['reproduce', '--jobs', '0'], '--jobs: must be at least 1'),
+             (['reproduce', '--tower-weights', 'x.pt'], '--tower-weights: expects NAME=FILE'),
+             (['serve', '--index', 'x.index', '--port', '70000'], '--port: must be from 0 to 65535'),
+             (['serve', '--index', 'x.index', '-k', '101'], '-k: must be from 1 to 100')]
+    got = probe("import sys, io, contextlib, json; from ibsr_nb.cli import main\n"
+                f"out = []\nfor argv in {[a for a, _ in cases]!r}:\n"
+                "    err = io.StringIO()\n"
+                "    with contextlib.redirect_stderr(err): code = main(argv)\n"
+                "    out.append([code, err.getvalue()])\n"
+                "print(json.dumps([out, 'torch' in sys.modules]))")
+    results, torch_loaded = json.loads(got)
+    for (argv, msg), (code, err) in zip(cases, results):
+        assert code == 2 and err.startswith('error: ') and msg in err and err.count('\n') == 1, (argv, code, err)
+    assert not torch_loaded
+
 def test_shape_only_work_does_not_import_open_clip():
     """What `ibsr index` loads (the search module, a shipped encoder's point side) leaves open_clip and torchvision
     unimported (about 5 s of start-up); the first use of a tower imports open_clip with the project's tiny configs."""
