@@ -25,12 +25,12 @@ from .baselines.cmah import BaselineRunConfig, run_baseline, retrieval_model_rep
 # %% auto #0
 __all__ = ['SCALE_PRESETS', 'BENCHES', 'ANNEAL_UP', 'PRE_ALIGNED', 'RUNNERS', 'METRICS', 'COMPARISONS', 'QUALITATIVE_RUNS',
            'EXTRA_TABLES', 'TABLES', 'PaperScale', 'paper_scale', 'EvalConfig', 'Recipe', 'prealign_recipes', 'recipes',
-           'run_recipe', 'paper_jobs', 'run_all', 'query_results', 'tidy_results', 'reported_results', 'mean_std',
-           'summarise', 'to_markdown', 'to_latex', 'write_table', 'table_zero_shot', 'table_standard', 'table_hcl',
-           'table_beta', 'chance_levels', 'paired_difference', 'Comparison', 'compare', 'findings', 'plot_pipeline',
-           'plot_vmf_density', 'plot_effects', 'plot_qualitative', 'parse_checkpoint', 'published_model',
-           'shipped_model', 'available_real_benchmarks', 'real_data_recipes', 'baseline_recipes', 'efficiency_table',
-           'regenerated_table', 'cost_table', 'reproduce', 'all_recipes', 'paper_results']
+           'shipped_runs', 'run_recipe', 'paper_jobs', 'run_all', 'query_results', 'tidy_results', 'reported_results',
+           'mean_std', 'summarise', 'to_markdown', 'to_latex', 'write_table', 'table_zero_shot', 'table_standard',
+           'table_hcl', 'table_beta', 'chance_levels', 'paired_difference', 'Comparison', 'compare', 'findings',
+           'plot_pipeline', 'plot_vmf_density', 'plot_effects', 'plot_qualitative', 'parse_checkpoint',
+           'published_model', 'shipped_model', 'available_real_benchmarks', 'real_data_recipes', 'baseline_recipes',
+           'efficiency_table', 'regenerated_table', 'cost_table', 'reproduce', 'all_recipes', 'paper_results']
 
 # %% ../nbs/20_paper.ipynb #ff97ac63
 @dataclass
@@ -167,6 +167,13 @@ def recipes(scale: PaperScale, root) -> list[Recipe]:
         out.append(ft('shape-centric', 'L', 'pre', 'hcl', BetaSchedule(kind='anneal_down', beta=2.0, beta_end=0.0, stages=5),
                       'beta', 'anneal-down'))
     return out   # the β table's 'anneal-up' row is the standard shape-centric L/pre/HCL run (same config)
+
+def shipped_runs(recipes_: list[Recipe], root) -> dict:
+    "{shipped encoder: run directory} of the stage-2 runs among `recipes_`: what `prealign.write_shipped` packs."
+    runs = {shipped_name(r.tags['corpus'], r.tags['arch']): r.run_dir(root) for r in recipes_
+            if r.kind == 'train' and r.tags.get('experiment') == 'pretrain'}
+    if set(runs) != set(SHIPPED): raise ValueError(f'the recipes align {sorted(map(str, runs))}; the package ships {sorted(SHIPPED)}')
+    return runs
 
 # %% ../nbs/20_paper.ipynb #5ee0dafe
 @contextlib.contextmanager

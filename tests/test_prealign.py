@@ -62,7 +62,7 @@ def test_finetune_init_from_a_shipped_name_checks_the_architecture():
 
 def test_two_stage_path_regenerates_weights_at_a_tiny_size(tmp_path):
     "Stage 1, the four stage-2 runs and one fine-tuning run from them, through the paper's runner (smoke sizes)."
-    from ibsr_nb.paper import paper_scale, paper_jobs, prealign_recipes, recipes, run_all
+    from ibsr_nb.paper import paper_scale, paper_jobs, prealign_recipes, recipes, run_all, shipped_runs
     from ibsr_nb.prealign import write_shipped
     sc = dataclasses.replace(paper_scale('smoke'), prealign='train')
     pre, init = prealign_recipes(sc, tmp_path)
@@ -80,7 +80,5 @@ def test_two_stage_path_regenerates_weights_at_a_tiny_size(tmp_path):
     zs = res['pre/narrow/S/s0']
     assert set(zs['evals']) == {'pix3d-like', 'cars-like', 'shape-centric'} and zs['per_query']['pix3d-like']['rank']
     assert res[ft.key]['evals']['shape-centric']
-    runs = {n: next(r for r in pre if r.key == f"pre/{s.corpus}/{'L' if s.arch.endswith('-l') else 'S'}/s0").run_dir(tmp_path)
-            for n, s in SHIPPED.items()}
-    rec = write_shipped(tower.run_dir(tmp_path), runs, out=tmp_path/'weights')
+    rec = write_shipped(tower.run_dir(tmp_path), shipped_runs(pre, tmp_path), out=tmp_path/'weights')
     assert len(rec['files']) == 5 and json.loads((tmp_path/'weights'/'provenance.json').read_text())['files']

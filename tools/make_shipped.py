@@ -9,8 +9,8 @@ records their zero-shot Acc@1/Acc@10 on the quick benchmarks' test photos.
 """
 import argparse, json, time
 from ibsr_nb.core import ibsr_home, configure_threads
-from ibsr_nb.paper import paper_scale, prealign_recipes, run_all, shipped_model, BENCHES
-from ibsr_nb.pretrained import SHIPPED, shipped_name
+from ibsr_nb.paper import paper_scale, prealign_recipes, run_all, shipped_model, shipped_runs, BENCHES
+from ibsr_nb.pretrained import SHIPPED
 from ibsr_nb.prealign import write_shipped, record_shipped_metrics
 from ibsr_nb.train import evaluate, chance_levels
 from ibsr_nb.data import load_benchmark
@@ -27,9 +27,7 @@ def main():
     print(f'pre-alignment runs: {time.perf_counter() - t0:.0f} s')
     for r in results: print(r['key'], f"{r['seconds']:.0f} s", json.dumps(r['summary'].get('held_out', ''))[:200])
     if a.no_write: return
-    runs = {shipped_name(r.tags['corpus'], r.tags['arch']): r.run_dir(root) for r in rs if r.tags.get('experiment') == 'pretrain'}
-    assert set(runs) == set(SHIPPED), f'the standard scale aligns {sorted(map(str, runs))}, the package ships {sorted(SHIPPED)}'
-    write_shipped(next(r.run_dir(root) for r in rs if r.kind == 'tower'), runs)
+    write_shipped(next(r.run_dir(root) for r in rs if r.kind == 'tower'), shipped_runs(rs, root))
     configure_threads()
     metrics = {}
     for name in SHIPPED:
