@@ -104,7 +104,8 @@ def _index(p):
     return run
 
 def _query(p):
-    p.add_argument('image', type=Path, nargs='?', default=None, help='query image file')
+    p.add_argument('images', type=Path, nargs='*', metavar='IMAGE',
+                   help='query image file(s): several are searched in one process, loading the encoder and the index once')
     p.add_argument('--text', default=None, help='a text query instead of an image')
     p.add_argument('--index', type=Path, required=True, help='index file written by `ibsr index`')
     p.add_argument('-k', type=int, default=10, help='number of results')
@@ -113,38 +114,62 @@ def _query(p):
     p.add_argument('--checkpoint', type=Path, default=None, help='weights file of a published encoder (same as --encoder NAME=FILE)')
     p.add_argument('--tower-weights', type=Path, default=None, help="local weights file of a published encoder's image/text tower")
     p.add_argument('--out', type=Path, default=Path('query_results.png'),
-                   help='picture to write (query + top-k renders); the path written is printed')
+                   help='picture to write (query + top-k renders); with several images one each, OUT-STEM.png after '
+                        "the image's name; the paths written are printed")
     p.add_argument('--no-picture', action='store_true', help='do not write the picture')
-    p.add_argument('--html', type=Path, default=None, help='also write a standalone 3D HTML view of the top-k meshes')
-    p.add_argument('--truth', default=None, help='ground-truth shape id: frames hits green and misses red')
+    p.add_argument('--html', type=Path, default=None,
+                   help='also write a standalone 3D HTML view of the top-k meshes (several images: one each, named as --out)')
+    p.add_argument('--truth', default=None, help='ground-truth shape id of the one query image: frames hits green and misses red')
     p.add_argument('--json', action='store_true', help='print machine-readable JSON instead of the table')
     def check(a):
-        if (a.image is None) == (a.text is None): raise ValueError('query: give a query IMAGE or --text "...", not both and not neither')
+        if bool(a.images) == (a.text is not None): raise ValueError('query: give a query IMAGE or --text "...", not both and not neither')
+        if a.truth is not None and len(a.images) > 1: raise ValueError('--truth: names the shape of one query image, not of several')
         if a.k < 1: raise ValueError(f'-k: must be at least 1, got {a.k}')
         if a.text is not None and not a.text.strip(): raise ValueError('--text: the text is empty')
         if a.encoder is None and a.checkpoint is not None: raise ValueError('--checkpoint: goes with --encoder NAME')
     p.set_defaults(_check=check)
     def run(a):
-        if not a.no_picture: _writable(a.out, '--out')
-        if a.html is not None: _writable(a.html, '--html')
+        queries = a.images or [None]                                  # None: the one text query
+        pictures = [None] * len(queries) if a.no_picture else _per_query(a.out, a.images)
+        htmls = [None] * len(queries) if a.html is None else _per_query(a.html, a.images)
+        for f, option in [*((f, '--out') for f in pictures), *((f, '--html') for f in htmls)]:
+            if f is not None: _writable(f, option)                    # every output refused before the model loads
         from ibsr_nb.search import Searcher, results_picture, results_html
         searcher = Searcher.open(a.index, None if a.encoder is None else _weights(a.encoder, a.checkpoint), a.tower_weights)
-        table = searcher.search(a.image, a.text, a.k)
-        picture = None if a.no_picture else a.out
-        if picture is not None: results_picture(table, a.text if a.text is not None else a.image, picture, a.truth)
-        if a.html is not None: results_html(table, a.html)
-        if a.json:
-            print(json.dumps({'query': {'image': None if a.image is None else str(a.image), 'text': a.text}, 'index': str(a.index),
-                              'k': a.k, 'picture': None if picture is None else str(picture),
-                              'html': None if a.html is None else str(a.html),
-                              'results': json.loads(table.to_json(orient='records'))}, indent=1))
-            if picture is not None: _log(f'wrote {picture}')       # stdout stays JSON
-            return 0
-        print(table.to_string(index=False, float_format=lambda v: f'{v:.4f}'))
-        if picture is not None: print(f'wrote {picture}')
-        if a.html is not None: print(f'wrote {a.html}')
+        records, failed = [], []
+        for image, picture, html in zip(queries, pictures, htmls):
+            try: table = searcher.search(image, a.text, a.k)
+            except EXPECTED_ERRORS as e:
+                if len(queries) == 1: raise
+                _log(f'error: {error_message(e)}'); failed.append(str(image)); continue   # one bad photo never stops the rest
+            if picture is not None: results_picture(table, a.text if a.text is not None else image, picture, a.truth)
+            if html is not None: results_html(table, html)
+            records.append({'query': {'image': None if image is None else str(image), 'text': a.text}, 'index': str(a.index),
+                            'k': a.k, 'picture': None if picture is None else str(picture),
+                            'html': None if html is None else str(html), 'results': json.loads(table.to_json(orient='records'))})
+            if a.json:
+                if picture is not None: _log(f'wrote {picture}')   # stdout stays JSON
+                continue
+            if len(queries) > 1: print(('\n' if len(records) > 1 else '') + f'query: {image}')   # a blank line between queries
+            print(table.to_string(index=False, float_format=lambda v: f'{v:.4f}'))
+            if picture is not None: print(f'wrote {picture}')
+            if html is not None: print(f'wrote {html}')
+        if a.json: print(json.dumps(records[0] if len(queries) == 1 else records, indent=1))   # several: a list
+        if failed:
+            _log(f'error: {len(failed)} of {len(queries)} query images could not be searched: {", ".join(failed)}')
+            return 2
         return 0
     return run
+
+def _per_query(out: Path, images: list) -> list:
+    "The output file of each query: `out` for one; for several, OUT-STEM.SUFFIX beside it (a repeated name gets -2, -3 ...)."
+    if len(images) <= 1: return [out]
+    seen, files = {}, []
+    for image in images:
+        stem = f'{out.stem}-{image.stem}'
+        seen[stem] = seen.get(stem, 0) + 1
+        files.append(out.with_name(f"{stem}{'' if seen[stem] == 1 else '-' + str(seen[stem])}{out.suffix}"))
+    return files
 
 COMMANDS['index'] = (_index, 'embed a folder of meshes into a shape index (resumable; reports unreadable files)')
 COMMANDS['query'] = (_query, 'search a shape index with an image or a text; print the ranked table and write a picture')

@@ -222,6 +222,32 @@ def test_user_errors_exit_2_with_a_clear_message(tmp_path):
         assert err.startswith('error: ') and err.count('\n') == 1 and 'Traceback' not in err, err
 
 
+def test_query_several_images_in_one_process(tmp_path):
+    """`ibsr query A B C`: each photo's table is the one it gets alone, each gets its picture (OUT-STEM.png, beside --out)
+    and its 3D page; a photo that cannot be read is named and skipped, the others are still answered, and the exit code is
+    2. Every output path is refused before the model loads."""
+    meshes = write_folder(tmp_path/'meshes')
+    assert run_main('index', meshes, '--encoder', ENC, '--out', tmp_path/'s.index')[0] == 0
+    a, b = query_image(tmp_path/'a.png'), query_image(tmp_path/'b.png', mode='L')
+    (tmp_path/'bad.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\0' * 30)
+    alone = {p.name: json.loads(run_main('query', p, '--index', tmp_path/'s.index', '-k', '3', '--json', '--no-picture')[1])
+             for p in (a, b)}
+    code, out, err = run_main('query', a, tmp_path/'bad.png', b, '--index', tmp_path/'s.index', '-k', '3', '--json',
+                              '--out', tmp_path/'pics'/'q.png', '--html', tmp_path/'pics'/'q.html')
+    got = json.loads(out)
+    assert code == 2 and [Path(r['query']['image']).name for r in got] == ['a.png', 'b.png'], (code, out, err)
+    assert [r['results'] for r in got] == [alone['a.png']['results'], alone['b.png']['results']]
+    assert got[0]['results'] != got[1]['results']                          # two photos, two rankings
+    assert sorted(p.name for p in (tmp_path/'pics').iterdir()) == ['q-a.html', 'q-a.png', 'q-b.html', 'q-b.png']
+    assert f"error: {tmp_path/'bad.png'}: " in err and 'error: 1 of 3 query images could not be searched' in err, err
+    code, out, err = run_main('query', a, b, '--index', tmp_path/'s.index', '--no-picture')   # the tables, one after the other
+    assert code == 0 and out.count('rank  score') == 2 and f'query: {b}' in out, out
+    (tmp_path/'dir-b.png').mkdir()                                         # b's picture would be a folder: nothing searched
+    code, out, err = run_main('query', a, b, '--index', tmp_path/'s.index', '--out', tmp_path/'dir.png')
+    assert code == 2 and out == '' and 'dir-b.png' in err and 'is a directory' in err, (out, err)
+    assert not (tmp_path/'dir-a.png').exists()
+
+
 def test_index_mismatch_between_encoders(tmp_path):
     "An index made by another encoder (name or dimension) than the query side is refused."
     from ibsr_nb.index import ShapeIndex, IndexMismatchError
@@ -263,6 +289,7 @@ def test_argument_errors_come_before_torch_loads():
              (['query', 'p.png', '--index', 'x.index', '-k', '0'], '-k: must be at least 1'),
              (['query', '--text', ' ', '--index', 'x.index'], '--text: the text is empty'),
              (['query', 'p.png', '--index', 'x.index', '--checkpoint', 'w.pt'], '--checkpoint: goes with --encoder NAME'),
+             (['query', 'a.png', 'b.png', '--index', 'x.index', '--truth', 'chair_1'], '--truth: names the shape of one'),
              (['reproduce', '--jobs', '0'], '--jobs: must be at least 1'),
              (['reproduce', '--tower-weights', 'x.pt'], '--tower-weights: expects NAME=FILE'),
              (['serve', '--index', 'x.index', '--port', '70000'], '--port: must be from 0 to 65535'),
@@ -316,7 +343,7 @@ def test_help_shows_defaults_and_choices():
         text = help_text(name).replace('- ', '-')                        # argparse breaks long names at hyphens
         assert all(n in text for n in ENCODER_NAMES), name
     assert '(default: ibsr-l)' in help_text('index')
-    assert 'the path written is printed (default: query_results.png)' in help_text('query')
+    assert 'the paths written are printed (default: query_results.png)' in help_text('query')
     assert '{pix3d-like,cars-like,shape-centric,pix3d,stanford-cars,comp-cars}' in help_text('evaluate')
     r = ibsr('evaluate', 'runs/x', '--benchmark', 'pix3d-lke', check=False)         # refused by the parser, before any work
     assert r.returncode == 2 and r.stderr.startswith("error: argument --benchmark: invalid choice: 'pix3d-lke' (choose from")
