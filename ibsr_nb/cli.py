@@ -391,7 +391,7 @@ def main(argv=None) -> int:
     debug = args.debug or os.environ.get('IBSR_DEBUG', '') not in ('', '0')
     os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')   # before torch loads: idle OpenMP threads sleep instead of spinning
     try:
-        if hasattr(args, '_check'): args._check(args)   # a command's argument errors come before torch loads (a second, not seven)
+        if hasattr(args, '_check'): args._check(args)   # a command's argument errors come before torch loads (0.1 s, not 6.5)
         from ibsr_nb.core import configure_threads
         configure_threads()
         return args._run(args) or 0
