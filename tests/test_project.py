@@ -90,10 +90,11 @@ def test_readme_check_detects_staleness(tmp_path, monkeypatch):
     (tmp_path/'README.md').write_text(text)
     assert make_readme.main(['--check']) == 0
 
-def test_installer_hands_pips_indexes_to_uv():
+def test_installer_hands_pips_indexes_to_uv(monkeypatch):
     "`make install` (tools/install.py) gives uv the indexes pip is configured with, from any section or PIP_* variable."
-    sys.path.insert(0, str(ROOT/'tools'))
+    monkeypatch.syspath_prepend(str(ROOT/'tools'))
     import install
+    for var in install.PIP_TO_UV.values(): monkeypatch.delenv(var, raising=False)   # a uv index of this shell's own
     listing = ("global.cert='/etc/ssl/certs/ca.crt'\n"
                "global.extra-index-url='file:///opt/a/simple file:///opt/b/simple'\n"
                "global.find-links='/opt/wheels'\n"
