@@ -5,14 +5,28 @@ methods run in interleaved rounds (every method once per round), and the min and
 are printed with the load average (and the ratio of minimum process CPU times, steadier on shared cores), so a busy neighbour on a shared machine biases all methods alike. FAISS runs
 twice: with its defaults (below `faiss.cvar.distance_compute_blas_threshold` queries it scores query by query
 without BLAS) and with its BLAS path forced; "ours ÷ best FAISS" compares against the faster of the two.
-Everything runs on one thread by default: FAISS's OpenMP, torch, and both OpenBLAS libraries (numpy's and FAISS's,
-set through threadpoolctl; their thread counts are printed).
+Everything runs on one thread by default: FAISS's OpenMP, torch, and both OpenBLAS libraries (numpy's and FAISS's).
+Their pools size themselves when the libraries load, so `--threads` is put into OMP_NUM_THREADS, OPENBLAS_NUM_THREADS
+and MKL_NUM_THREADS before numpy and FAISS are imported (threadpoolctl, when installed, also limits them and prints
+each pool's count); without that, numpy's OpenBLAS took every core while FAISS ran on one.
 
     python benchmarks/bench_search.py                                  # 10k, 100k, 1M x 512; 1 and 100 queries; k=10
     python benchmarks/bench_search.py --sizes 100000 --queries 1 16 100 1000 --repeats 7
 """
 import argparse, os, statistics, sys, time
-import numpy as np
+
+
+def _thread_count(argv) -> int:
+    "The --threads value, read before the BLAS and OpenMP libraries load (the full parse comes later, in `main`)."
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument('--threads', type=int, default=1)
+    return max(1, ap.parse_known_args(argv)[0].threads)
+
+
+if __name__ == '__main__':
+    for _var in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS'): os.environ[_var] = str(_thread_count(sys.argv[1:]))
+
+import numpy as np    # after the thread variables: numpy's OpenBLAS and FAISS's OpenMP read them as they load
 import faiss
 
 from ibsr_nb.core import configure_threads
@@ -27,7 +41,9 @@ def load() -> str:
 def blas_threads(n: int) -> str:
     "Limit every BLAS/OpenMP pool in the process to `n` threads (threadpoolctl) and say what each one now uses."
     try: from threadpoolctl import threadpool_info, threadpool_limits
-    except ImportError: return f'threadpoolctl not installed; OPENBLAS_NUM_THREADS={os.environ.get("OPENBLAS_NUM_THREADS")}'
+    except ImportError:
+        return ('threadpoolctl not installed; set before loading: ' +
+                ', '.join(f'{v}={os.environ.get(v)}' for v in ('OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'MKL_NUM_THREADS')))
     threadpool_limits(n)
     return ', '.join(f"{p['internal_api']} {os.path.basename(p['filepath'])[:24]}={p['num_threads']}" for p in threadpool_info())
 
@@ -73,6 +89,7 @@ def bench(n, dim, queries, k, repeats, seed):
         ours = times['ours (ShapeIndex.search)']
         print(f'{n:>9d} x {dim} {nq:>5d} q | ' + ' | '.join(f'{m.split(" ", 1)[-1]} {min(t) * 1e3:8.1f} / '
               f'{statistics.median(t) * 1e3:8.1f} ms' for m, t in times.items()) +
+              f" | ours ÷ FAISS default: {min(times['faiss IndexFlatIP (default)']) / min(ours):.2f}x (min)"
               f' | ours ÷ best FAISS: {best / min(ours):.2f}x (min) {best_med / statistics.median(ours):.2f}x (median) '
               f"{best_cpu / min(cpu['ours (ShapeIndex.search)']):.2f}x (CPU min)"
               f' | ids identical {same:.4f}, max |score diff| {diff:.1e} | load {load()}', flush=True)
