@@ -389,7 +389,6 @@ def main(argv=None) -> int:
     "Entry point of the `ibsr` console script; returns the exit code (0 ok, 2 an input error)."
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get('IBSR_DEBUG', '') not in ('', '0')
-    os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')   # before torch loads: idle OpenMP threads sleep instead of spinning
     try:
         if hasattr(args, '_check'): args._check(args)   # a command's argument errors come before torch loads (0.1 s, not 6.5)
         from ibsr_nb.core import configure_threads

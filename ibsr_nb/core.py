@@ -204,7 +204,6 @@ def _env_threads(name: str) -> int:
 
 def configure_threads(n: int | None = None) -> int:
     "Set torch's intra-op threads from `n`, else $IBSR_NUM_THREADS, else $OMP_NUM_THREADS, else the cores; return it."
-    os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')   # no spinning in processes started from here
     n = n or _env_threads('IBSR_NUM_THREADS') or _env_threads('OMP_NUM_THREADS') or (os.cpu_count() or 1)
     torch.set_num_threads(max(1, n))
     return torch.get_num_threads()

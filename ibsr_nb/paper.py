@@ -245,7 +245,7 @@ def _alone_pool(threads: int, ctx):
     "A one-process pool for a run that has the machine to itself, its OpenMP threads spinning between ops."
     # Spinning (OMP_WAIT_POLICY=ACTIVE) makes stage 1 10-15 % faster on 2 threads than sleeping, and pays only when
     # nothing else runs. OpenMP reads the policy when the process starts, so it is started here, under the variable,
-    # and ends with its run; the shared workers keep sleeping threads (PASSIVE, `configure_threads`).
+    # and ends with its run; the shared workers keep OpenMP's default (a short spin, then sleep).
     import concurrent.futures as cf
     from ibsr_nb import paper as mod
     before = os.environ.get('OMP_WAIT_POLICY')
