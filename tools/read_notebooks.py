@@ -33,7 +33,9 @@ def reader_env(env=None) -> dict:
 def run_notebook(path: Path, timeout: int = 900) -> dict:
     "Execute `path` top to bottom in a fresh kernel; return {notebook, seconds, cells, error}."
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(path.parent)}})
+    client = NotebookClient(nb, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(path.parent)}},
+                            extra_arguments=['--IPKernelApp.log_level=ERROR'])   # not the kernel app's start-up warnings
+                                                                                 # (TCP without encryption); cell errors still fail
     t0, error = time.perf_counter(), None
     try: client.execute(env=reader_env())                    # the kernel's environment
     except CellExecutionError as e:
