@@ -33,9 +33,10 @@ def reader_env(env=None) -> dict:
 def run_notebook(path: Path, timeout: int = 900) -> dict:
     "Execute `path` top to bottom in a fresh kernel; return {notebook, seconds, cells, error}."
     nb = nbformat.read(path, as_version=4)
+    # The kernel app logs at ERROR: its start-up warnings (ipykernel 7.4: "running over TCP without encryption") are
+    # not the notebook's; a failing cell still fails the run.
     client = NotebookClient(nb, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(path.parent)}},
-                            extra_arguments=['--IPKernelApp.log_level=ERROR'])   # not the kernel app's start-up warnings
-                                                                                 # (TCP without encryption); cell errors still fail
+                            extra_arguments=['--IPKernelApp.log_level=ERROR'])
     t0, error = time.perf_counter(), None
     try: client.execute(env=reader_env())                    # the kernel's environment
     except CellExecutionError as e:
