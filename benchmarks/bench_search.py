@@ -16,11 +16,13 @@ each pool's count); without that, numpy's OpenBLAS took every core while FAISS r
 import argparse, os, statistics, sys, time
 
 
+THREADS = argparse.ArgumentParser(add_help=False)     # --threads alone: read before the libraries load, and a parent of `main`'s parser
+THREADS.add_argument('--threads', type=int, default=1, help='threads for FAISS, torch and OpenBLAS (default 1)')
+
+
 def _thread_count(argv) -> int:
     "The --threads value, read before the BLAS and OpenMP libraries load (the full parse comes later, in `main`)."
-    ap = argparse.ArgumentParser(add_help=False)
-    ap.add_argument('--threads', type=int, default=1)
-    return max(1, ap.parse_known_args(argv)[0].threads)
+    return max(1, THREADS.parse_known_args(argv)[0].threads)
 
 
 if __name__ == '__main__':
@@ -97,13 +99,12 @@ def bench(n, dim, queries, k, repeats, seed):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[THREADS])
     ap.add_argument('--sizes', type=int, nargs='+', default=[10_000, 100_000, 1_000_000])
     ap.add_argument('--queries', type=int, nargs='+', default=[1, 100])
     ap.add_argument('--dim', type=int, default=512)
     ap.add_argument('--k', type=int, default=10)
     ap.add_argument('--repeats', type=int, default=5, help='interleaved timing rounds (min and median reported)')
-    ap.add_argument('--threads', type=int, default=1, help='threads for FAISS, torch and OpenBLAS (default 1)')
     ap.add_argument('--seed', type=int, default=0)
     a = ap.parse_args(argv)
     threads = configure_threads(a.threads)
