@@ -5,7 +5,8 @@ methods run in interleaved rounds (every method once per round), and the min and
 are printed with the load average (and the ratio of minimum process CPU times, steadier on shared cores), so a busy neighbour on a shared machine biases all methods alike. FAISS runs
 twice: with its defaults (below `faiss.cvar.distance_compute_blas_threshold` queries it scores query by query
 without BLAS) and with its BLAS path forced; "ours ÷ best FAISS" compares against the faster of the two.
-Everything runs on one thread by default: FAISS's OpenMP, torch, and both OpenBLAS libraries (numpy's and FAISS's).
+Everything runs on one thread by default: FAISS's OpenMP, torch (whose thread count is the number of gallery shares
+our compiled kernels run on), and both OpenBLAS libraries (numpy's and FAISS's).
 Their pools size themselves when the libraries load, so `--threads` is put into OMP_NUM_THREADS, OPENBLAS_NUM_THREADS
 and MKL_NUM_THREADS before numpy and FAISS are imported (threadpoolctl, when installed, also limits them and prints
 each pool's count); without that, numpy's OpenBLAS took every core while FAISS ran on one.
@@ -89,8 +90,8 @@ def bench(n, dim, queries, k, repeats, seed):
         best_med = min(statistics.median(times[m]) for m in methods if m.startswith('faiss'))
         best_cpu = min(min(cpu[m]) for m in methods if m.startswith('faiss'))
         ours = times['ours (ShapeIndex.search)']
-        print(f'{n:>9d} x {dim} {nq:>5d} q | ' + ' | '.join(f'{m.split(" ", 1)[-1]} {min(t) * 1e3:8.1f} / '
-              f'{statistics.median(t) * 1e3:8.1f} ms' for m, t in times.items()) +
+        print(f'{n:>9d} x {dim} {nq:>5d} q | ' + ' | '.join(f'{m.split(" ", 1)[-1]} {min(t) * 1e3:8.2f} / '
+              f'{statistics.median(t) * 1e3:8.2f} ms' for m, t in times.items()) +
               f" | ours ÷ FAISS default: {min(times['faiss IndexFlatIP (default)']) / min(ours):.2f}x (min)"
               f' | ours ÷ best FAISS: {best / min(ours):.2f}x (min) {best_med / statistics.median(ours):.2f}x (median) '
               f"{best_cpu / min(cpu['ours (ShapeIndex.search)']):.2f}x (CPU min)"

@@ -5,12 +5,14 @@
 # %% ../nbs/10_index.ipynb #5b056c38
 from __future__ import annotations
 import io, os, json, struct, hashlib, datetime, functools
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import faiss
 from .core import atomic_path, get_logger
-from .metrics import exact_search, topk_stable, neighbour_recall
+import torch
+from .metrics import exact_search, topk_stable, neighbour_recall, _order_desc
 
 # %% auto #0
 __all__ = ['KINDS', 'MAGIC', 'IndexMismatchError', 'IndexFileError', 'default_params', 'l2_normalise', 'binarize', 'ShapeIndex',
@@ -175,64 +177,164 @@ def _add(self,
 ShapeIndex.add = _add
 
 # %% ../nbs/10_index.ipynb #104734fc
+def _insert(vals,   # (Q, k) running top-k scores, best first (-inf: empty slot)
+            ids,    # (Q, k) their gallery indices
+            i,      # the query
+            x,      # a score of query i
+            g):     # its gallery index, larger than every index folded in before
+    "Fold one score into query i's running top-k: a comparison, and an insertion for the few that enter."
+    k = vals.shape[1]
+    if x > vals[i, k - 1]:                    # strictly: a later equal score never displaces an earlier one
+        p = k - 1
+        while p > 0 and vals[i, p - 1] < x:   # shift the worse ones down; x lands after its equals
+            vals[i, p] = vals[i, p - 1]
+            ids[i, p] = ids[i, p - 1]
+            p -= 1
+        vals[i, p] = x
+        ids[i, p] = g
+
 def _fold_tile(s,       # (q, n) scores of q queries against gallery rows base .. base + n - 1
                base,    # gallery index of column 0
                vals,    # (q, k) running top-k scores, best first (-inf: empty slot)
                ids):    # (q, k) their gallery indices
     "Fold a score tile into each query's running top-k: one comparison per score, an insertion for the few that enter."
     q, n = s.shape
-    k = vals.shape[1]
     for i in range(q):
-        for j in range(n):
-            x = s[i, j]
-            if x > vals[i, k - 1]:            # strictly: a later equal score never displaces an earlier one
-                p = k - 1
-                while p > 0 and vals[i, p - 1] < x:   # shift the worse ones down; x lands after its equals
-                    vals[i, p] = vals[i, p - 1]
-                    ids[i, p] = ids[i, p - 1]
-                    p -= 1
-                vals[i, p] = x
-                ids[i, p] = base + j
+        for j in range(n): _insert(vals, ids, i, s[i, j], base + j)
 
-def _scan_rows(xb,      # (N, D) gallery
-               q,       # (Q, D) a few queries
+_PREFETCH_BYTES = 8192   # how far ahead of the rows being scored the kernels ask for the gallery (benchmarks/bench_search.py)
+
+def _prefetch(a, i, j):
+    "Hint that `a[i, j]` will be read soon. A no-op in Python; `_search_kernels` compiles it to LLVM's prefetch."
+
+_insert_py = _insert     # `_search_kernels` puts the compiled `_insert` in its place
+
+def _scan_rows(xb,      # (N, D) gallery rows base .. base + N - 1
+               q,       # (Q, D) one or two queries
                vals,    # (Q, k) running top-k scores, best first (-inf: empty slot)
-               ids):    # (Q, k) their gallery indices
+               ids,     # (Q, k) their gallery indices
+               base):   # gallery index of row 0
     "Score the gallery row by row against every query, folding each score in at once: one pass, no score buffer."
     N, D = xb.shape
-    Q, k = vals.shape
+    Q = len(q)
+    ahead = max(1, _PREFETCH_BYTES // (4 * D))    # rows
     for r in range(N):
+        if r + ahead < N:                         # each 64-byte line of a row a few KB ahead: the hardware
+            for c in range(0, D, 16):             # prefetcher stops at every 4 KB page, this hint does not
+                _prefetch(xb, r + ahead, c)
         for i in range(Q):
             x = np.float32(0)
             for j in range(D): x += xb[r, j] * q[i, j]
-            if x > vals[i, k - 1]:            # the insertion of `_fold_tile`
-                p = k - 1
-                while p > 0 and vals[i, p - 1] < x:
-                    vals[i, p] = vals[i, p - 1]
-                    ids[i, p] = ids[i, p - 1]
-                    p -= 1
-                vals[i, p] = x
-                ids[i, p] = r
+            _insert(vals, ids, i, x, base + r)
+
+def _score_blocks(xb,      # (N, D) gallery rows base .. base + N - 1
+                  q,       # (Q, D) queries, up to `_FUSED_QUERIES` (they stay in L2 while the gallery streams by)
+                  vals,    # (Q, k) running top-k scores, best first (-inf: empty slot)
+                  ids,     # (Q, k) their gallery indices
+                  base):   # gallery index of row 0
+    "Score 4 gallery rows against 4 queries at a time (16 dot products sharing every load) and fold each score in."
+    N, D = xb.shape
+    Q = len(q)
+    ahead = 4 * max(1, _PREFETCH_BYTES // (16 * D))   # rows, whole blocks
+    for r in range(0, N, 4):
+        if r + ahead + 3 < N:
+            for t in range(4):
+                for c in range(0, D, 16): _prefetch(xb, r + ahead + t, c)
+        r1, r2, r3 = min(r + 1, N - 1), min(r + 2, N - 1), min(r + 3, N - 1)   # past the end: repeat the last row
+        for i in range(0, Q, 4):
+            i1, i2, i3 = min(i + 1, Q - 1), min(i + 2, Q - 1), min(i + 3, Q - 1)   # ... and the last query
+            a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = np.float32(0)
+            a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = np.float32(0)
+            for j in range(D):                         # each score summed in the same order: equal rows score equal
+                x0, x1, x2, x3 = xb[r, j], xb[r1, j], xb[r2, j], xb[r3, j]
+                y0, y1, y2, y3 = q[i, j], q[i1, j], q[i2, j], q[i3, j]
+                a00 += y0 * x0; a01 += y0 * x1; a02 += y0 * x2; a03 += y0 * x3
+                a10 += y1 * x0; a11 += y1 * x1; a12 += y1 * x2; a13 += y1 * x3
+                a20 += y2 * x0; a21 += y2 * x1; a22 += y2 * x2; a23 += y2 * x3
+                a30 += y3 * x0; a31 += y3 * x1; a32 += y3 * x2; a33 += y3 * x3
+            nr, nq = min(4, N - r), min(4, Q - i)     # each query's rows in ascending order: the tie rule holds
+            _insert(vals, ids, i, a00, base + r)       # (16 calls, not a loop over a 4 x 4 array: 12-14 % faster)
+            if nr > 1: _insert(vals, ids, i, a01, base + r + 1)
+            if nr > 2: _insert(vals, ids, i, a02, base + r + 2)
+            if nr > 3: _insert(vals, ids, i, a03, base + r + 3)
+            if nq > 1:
+                _insert(vals, ids, i1, a10, base + r)
+                if nr > 1: _insert(vals, ids, i1, a11, base + r + 1)
+                if nr > 2: _insert(vals, ids, i1, a12, base + r + 2)
+                if nr > 3: _insert(vals, ids, i1, a13, base + r + 3)
+            if nq > 2:
+                _insert(vals, ids, i2, a20, base + r)
+                if nr > 1: _insert(vals, ids, i2, a21, base + r + 1)
+                if nr > 2: _insert(vals, ids, i2, a22, base + r + 2)
+                if nr > 3: _insert(vals, ids, i2, a23, base + r + 3)
+            if nq > 3:
+                _insert(vals, ids, i3, a30, base + r)
+                if nr > 1: _insert(vals, ids, i3, a31, base + r + 1)
+                if nr > 2: _insert(vals, ids, i3, a32, base + r + 2)
+                if nr > 3: _insert(vals, ids, i3, a33, base + r + 3)
+
+def _prefetch_intrinsic(numba):
+    "`_prefetch` as a numba intrinsic: LLVM's `llvm.prefetch` of `&a[i, j]` (a read, kept in every cache level)."
+    from numba.core import cgutils, types
+    from llvmlite import ir
+    @numba.extending.intrinsic
+    def prefetch(typingctx, a, i, j):
+        def codegen(context, builder, sig, args):
+            at = sig.args[0]
+            idx = [context.cast(builder, v, t, types.intp) for v, t in zip(args[1:], sig.args[1:])]
+            ptr = cgutils.get_item_pointer(context, builder, at, context.make_array(at)(context, builder, args[0]), idx)
+            i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+            name = 'llvm.prefetch.p0' if str(i8p) == 'ptr' else 'llvm.prefetch.p0i8'   # opaque or typed pointers (LLVM ≥ 15 or 14)
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), name)
+            builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])   # read, high locality, data
+            return context.get_dummy_value()
+        return types.void(a, i, j), codegen
+    return prefetch
 
 @functools.cache
 def _search_kernels():
-    "(`_fold_tile`, `_scan_rows`) compiled by numba, or None without numba or with $IBSR_NUMBA=0."
+    "(`_fold_tile`, `_scan_rows`, `_score_blocks`) compiled by numba, or None without numba or with $IBSR_NUMBA=0."
     if os.environ.get('IBSR_NUMBA', '1').strip().lower() in ('0', 'false', 'no', 'off'): return None
     try: import numba
     except ImportError: return None
     def jit(fn, **kw):
         try: return numba.njit(nogil=True, cache=os.path.isfile(fn.__code__.co_filename), **kw)(fn)
         except RuntimeError: return numba.njit(nogil=True, **kw)(fn)   # no writable cache location: compile each run
-    # reassociation lets the dot product use SIMD lanes; no other fast-math (empty slots hold -inf and must compare)
-    return jit(_fold_tile), jit(_scan_rows, fastmath={'reassoc', 'contract'})
-
+    global _prefetch, _insert                       # what the kernels call, compiled before them
+    _prefetch, _insert = _prefetch_intrinsic(numba), jit(_insert_py, inline='always')
+    # reassociation lets the dot products use SIMD lanes; no other fast-math (empty slots hold -inf and must compare)
+    fm = {'reassoc', 'contract'}
+    return jit(_fold_tile), jit(_scan_rows, fastmath=fm), jit(_score_blocks, fastmath=fm)
 
 # %% ../nbs/10_index.ipynb #5a6ccf3f
-_SCAN_QUERIES = 8        # up to this many queries one fused pass beats a GEMM (benchmarks/bench_search.py)
-_TILE_FLOATS = 1 << 20   # the score buffer: 4 MB, whatever the gallery size
+_SCAN_QUERIES = 2        # up to this many queries one row at a time (memory-bound: the gallery is read once)
+_FUSED_QUERIES = 128     # up to this many 4 x 4 blocks; above, OpenBLAS sgemm tiles (benchmarks/bench_search.py)
+_TILE_FLOATS = 1 << 20   # the GEMM's score buffer: 4 MB, whatever the gallery size
 _QUERY_TILE = 1024       # queries per GEMM; the buffer then holds 1,024 gallery columns
 _SMALL_SCORES = 1 << 12  # up to this many scores (queries × gallery) one product and a sort: loading the compiled
                          # kernels costs about a second in a fresh process, such a search a fraction of a millisecond
+_THREADED_MIN = 1 << 24  # max(queries, 4) × gallery × dim from which the gallery is split among threads (≈ 0.3 ms)
+
+@functools.cache
+def _pool(n: int, pid: int) -> ThreadPoolExecutor:
+    "`n` worker threads kept for the searches of process `pid` (a forked child gets its own: threads do not survive a fork)."
+    return ThreadPoolExecutor(n, thread_name_prefix='ibsr-search')   # starting threads per search costs ~0.1-0.3 ms
+
+def _row_shares(kernel, q, xb, k, threads):
+    "Run a row kernel over `threads` contiguous shares of the gallery (the kernels release the GIL), then merge."
+    N = len(xb)
+    cuts = [min(N, 4 * round(N * t / threads / 4)) for t in range(threads)] + [N]   # multiples of 4: whole blocks
+    def share(t):
+        vals = np.full((len(q), k), -np.inf, np.float32)
+        ids = np.full((len(q), k), -1, np.int64)
+        if cuts[t + 1] > cuts[t]: kernel(xb[cuts[t]:cuts[t + 1]], q, vals, ids, cuts[t])
+        return vals, ids
+    if threads == 1: return share(0)
+    rest = [_pool(threads - 1, os.getpid()).submit(share, t) for t in range(1, threads)]
+    parts = [share(0)] + [f.result() for f in rest]          # this thread takes the first share
+    v, i = _order_desc(torch.from_numpy(np.concatenate([p[0] for p in parts], 1)),
+                       torch.from_numpy(np.concatenate([p[1] for p in parts], 1)))   # score desc, index asc
+    return v[:, :k].numpy(), i[:, :k].numpy()
 
 def flat_search(q,       # (Q, D) float32 query rows, C-contiguous
                 xb,      # (N, D) float32 gallery rows, C-contiguous (FAISS's storage, read in place)
@@ -242,13 +344,13 @@ def flat_search(q,       # (Q, D) float32 query rows, C-contiguous
     if len(q) * len(xb) <= _SMALL_SCORES: return topk_stable(q @ xb.T, k)   # e.g. one photo against a folder of meshes
     kernels = _search_kernels()
     if kernels is None: return exact_search(q, xb, k)      # no numba: the torch tiles, same tie rule
-    fold, scan = kernels
-    (Q, _), N = q.shape, len(xb)
+    fold, scan, blocks = kernels
+    (Q, D), N = q.shape, len(xb)
+    if Q <= _FUSED_QUERIES:
+        threads = min(torch.get_num_threads(), max(1, N // 1024)) if max(Q, 4) * N * D >= _THREADED_MIN else 1
+        return _row_shares(scan if Q <= _SCAN_QUERIES else blocks, q, xb, k, threads)
     vals = np.full((Q, k), -np.inf, np.float32)
     ids = np.full((Q, k), -1, np.int64)
-    if Q <= _SCAN_QUERIES:
-        scan(xb, q, vals, ids)
-        return vals, ids
     nq = min(Q, _QUERY_TILE)
     tile = min(N, max(256, _TILE_FLOATS // nq))
     buf = np.empty(nq * tile, np.float32)                   # reused by every tile
@@ -257,10 +359,9 @@ def flat_search(q,       # (Q, D) float32 query rows, C-contiguous
         for gs in range(0, N, tile):
             n = min(tile, N - gs)
             s = buf[:len(qt) * n].reshape(len(qt), n)       # (q, n), C-contiguous as np.dot's out= requires
-            np.dot(qt, xb[gs:gs + n].T, out=s)              # OpenBLAS sgemm
+            np.dot(qt, xb[gs:gs + n].T, out=s)              # OpenBLAS sgemm (its own threads)
             fold(s, gs, vals[qs:qs + nq], ids[qs:qs + nq])
     return vals, ids
-
 
 # %% ../nbs/10_index.ipynb #65bdbce8
 def _search(self,

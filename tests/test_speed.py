@@ -238,14 +238,15 @@ def test_flat_search_equals_faiss(nq):
     peer.add(u)
     assert (flat_search(q, u, 10)[1] == peer.search(q, 10)[1]).all()
 
-def test_flat_search_ties_follow_the_index_and_memory_is_bounded():
+@pytest.mark.parametrize('nq', [3, 64])                  # the fused (prefetching) pass; GEMM tiles
+def test_flat_search_ties_follow_the_index_and_memory_is_bounded(nq):
     "Exact integer scores: ties go to the smaller index (topk_stable's rule); the score buffer never grows with N."
     import tracemalloc
     from ibsr_nb.index import flat_search
     from ibsr_nb.metrics import topk_stable
     rng = np.random.default_rng(0)
     g = rng.integers(-2, 3, (200_000, 8)).astype(np.float32)                 # 5^8 patterns: many equal scores
-    q = rng.integers(-2, 3, (64, 8)).astype(np.float32)
+    q = rng.integers(-2, 3, (nq, 8)).astype(np.float32)
     tracemalloc.start()
     v, i = flat_search(q, g, 10)
     peak = tracemalloc.get_traced_memory()[1]
@@ -253,6 +254,56 @@ def test_flat_search_ties_follow_the_index_and_memory_is_bounded():
     assert peak < 8 * 2 ** 20                                                  # a 4 MB tile; the Q x N table is 51 MB
     want_v, want_i = topk_stable(q @ g.T, 10)
     assert (i == want_i).all() and (v == want_v).all()
+
+@pytest.mark.parametrize('nq', [1, 2, 5, 64])         # the row scan; the 4 x 4 blocks
+@pytest.mark.parametrize('threads', [2, 3])
+def test_flat_search_split_among_threads_is_the_same_search(nq, threads, monkeypatch):
+    "Gallery shares on several threads, merged: the same scores and ids as one thread, ties included."
+    import ibsr_nb.index as I
+    from ibsr_nb.core import torch_threads
+    from ibsr_nb.metrics import topk_stable
+    rng = np.random.default_rng(nq)
+    g = rng.integers(-2, 3, (10_003, 8)).astype(np.float32)                  # not a multiple of 4; many ties
+    q = rng.integers(-2, 3, (nq, 8)).astype(np.float32)
+    monkeypatch.setattr(I, '_THREADED_MIN', 0)                                 # split even this small gallery
+    with torch_threads(threads): v, i = I.flat_search(q, g, 10)
+    want_v, want_i = topk_stable(q @ g.T, 10)
+    assert (i == want_i).all() and (v == want_v).all()
+
+def test_flat_search_threads_survive_a_fork():
+    "A child forked after a threaded search gets its own worker threads (the parent's do not exist in it)."
+    import multiprocessing as mp
+    import ibsr_nb.index as I
+    from ibsr_nb.core import torch_threads
+    g = np.random.default_rng(0).standard_normal((40_000, 512), dtype=np.float32)
+    q = g[:3] + 0
+    with torch_threads(2): want = I.flat_search(q, g, 5)                     # big enough to split: the pool starts
+    assert max(3, 4) * len(g) * 512 >= I._THREADED_MIN
+    ctx = mp.get_context('fork')
+    with ctx.Pool(1) as pool: got = pool.apply_async(_threaded_search, (q, g)).get(timeout=60)
+    assert (got[1] == want[1]).all() and (got[0] == want[0]).all()
+
+def _threaded_search(q, g):
+    import ibsr_nb.index as I
+    from ibsr_nb.core import torch_threads
+    with torch_threads(2): return I.flat_search(q, g, 5)
+
+@pytest.mark.parametrize('nq', [1, 5, 64])
+def test_flat_search_scores_equal_rows_equally(nq):
+    "The compiled kernels sum every score in one order: copies of a row score the same wherever they sit in a block."
+    from ibsr_nb.index import flat_search
+    rng = np.random.default_rng(11)
+    g = rng.standard_normal((4001, 40), dtype=np.float32)
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    g[2001:2201], g[3002:3202] = g[:200], g[:200]                              # copies at offsets 1 and 2 (mod 4)
+    q = rng.standard_normal((nq, 40), dtype=np.float32)
+    q[0] = g[5]
+    v, i = flat_search(q, g, 12)
+    assert i[0, :3].tolist() == [5, 2006, 3007] and v[0, 0] == v[0, 1] == v[0, 2]
+    orig = np.where(i >= 3002, i - 3002, np.where(i >= 2001, i - 2001, i))     # the row each result copies
+    orig = np.where(orig < 200, orig, -1 - np.arange(i.size).reshape(i.shape))  # rows without copies: unique keys
+    for r in range(nq):
+        for o in set(orig[r][orig[r] >= 0]): assert len(set(v[r][orig[r] == o])) == 1
 
 def test_flat_search_without_numba_is_the_torch_path(monkeypatch):
     import ibsr_nb.index as I
