@@ -3,8 +3,8 @@
 1. Speed-up: each encoder's eval forward (random weights, seeded clouds) with the current code and with the
    pre-change FPS / ball query / kNN / Conv-BN-ReLU swapped in (`_reference.py`), 1 thread, the outputs
    compared (max abs difference printed, 1e-5 wanted). `pointbert-s` runs at 10,000 points.
-2. Threads: each encoder in fresh processes with IBSR_NUM_THREADS=1 and =2 (through `configure_threads`,
-   the way the CLI runs), two processes of each in the order 1, 2, 2, 1, wall time; the ratios of the pooled
+2. Threads: each encoder in fresh processes with IBSR_NUM_THREADS=1 and =2 (through `configure_threads` and
+   `configure_malloc`, the way the CLI runs), two processes of each in the order 1, 2, 2, 1, wall time; the ratios of the pooled
    minimum and median times, > 1 when 2 threads are faster. Run twice: OpenMP's default wait policy (a user's
    shell: the CLI and the notebooks run so), and OMP_WAIT_POLICY=PASSIVE set before torch loads (libgomp reads
    it only then). Under PASSIVE every parallel region wakes a sleeping thread, which costs the small encoders
@@ -57,10 +57,10 @@ def speed(repeats):
 CHILD = """
 import sys, time, statistics, json, torch
 sys.path.insert(0, {here!r})
-from ibsr_nb.core import configure_threads
+from ibsr_nb.core import configure_threads, configure_malloc
 from bench_point_encoders import encoder_and_clouds
 from _reference import timings
-n = configure_threads()
+n = configure_threads(); configure_malloc()
 enc, x = encoder_and_clouds({name!r})
 with torch.no_grad(): ts = timings(lambda: enc.encode(x), {repeats})
 print(json.dumps({{'threads': n, 'times': ts}}))

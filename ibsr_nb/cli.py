@@ -391,8 +391,8 @@ def main(argv=None) -> int:
     debug = args.debug or os.environ.get('IBSR_DEBUG', '') not in ('', '0')
     try:
         if hasattr(args, '_check'): args._check(args)   # a command's argument errors come before torch loads (0.1 s, not 6.5)
-        from ibsr_nb.core import configure_threads
-        configure_threads()
+        from ibsr_nb.core import configure_threads, configure_malloc
+        configure_threads(); configure_malloc()
         return args._run(args) or 0
     except EXPECTED_ERRORS as e:
         if debug: traceback.print_exc()

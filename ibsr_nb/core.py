@@ -4,8 +4,9 @@
 
 # %% ../nbs/00_core.ipynb #88933247
 from __future__ import annotations
-import os, io, re, sys, copy, json, time, types, random, pickle, shutil, logging, tempfile, contextlib
+import os, io, re, sys, copy, json, time, types, random, pickle, shutil, logging, tempfile, contextlib, functools, threading
 import dataclasses, typing
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, fields, is_dataclass, asdict
 from pathlib import Path
 import numpy as np
@@ -15,10 +16,10 @@ from tqdm.auto import tqdm
 
 # %% auto #0
 __all__ = ['SAFE_PICKLE_CLASSES', 'IbsrError', 'InputError', 'CheckpointError', 'BusyError', 'read_json', 'ConfigError', 'Config',
-           'registry_config', 'set_seed', 'default_device', 'configure_threads', 'torch_threads', 'ibsr_home',
-           'is_quick', 'quick_or', 'laptop_scale', 'get_logger', 'progress', 'make_parent', 'atomic_path',
-           'atomic_write_text', 'atomic_torch_save', 'remove_stale_tmp', 'output_lock', 'remove_stale_parts',
-           'PickleFileError', 'UnsafePickleError', 'safe_pickle_load', 'environment_report']
+           'registry_config', 'set_seed', 'default_device', 'configure_threads', 'configure_malloc', 'torch_threads',
+           'run_shares', 'ibsr_home', 'is_quick', 'quick_or', 'laptop_scale', 'get_logger', 'progress', 'make_parent',
+           'atomic_path', 'atomic_write_text', 'atomic_torch_save', 'remove_stale_tmp', 'output_lock',
+           'remove_stale_parts', 'PickleFileError', 'UnsafePickleError', 'safe_pickle_load', 'environment_report']
 
 # %% ../nbs/00_core.ipynb #87147f38
 class IbsrError(ValueError):
@@ -208,6 +209,18 @@ def configure_threads(n: int | None = None) -> int:
     torch.set_num_threads(max(1, n))
     return torch.get_num_threads()
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3      # glibc's mallopt parameters (malloc.h)
+
+def configure_malloc(mmap_mb: int = 32,            # blocks up to this size come from the heap, not fresh pages (glibc's maximum)
+                     trim_mb: int = 256            # freed heap memory kept for reuse before it goes back to the OS
+                    ) -> bool:
+    "Let glibc's malloc reuse freed tensors' memory instead of mapping fresh pages each time; False where it cannot ($IBSR_MALLOC=0, not glibc)."
+    if os.environ.get('IBSR_MALLOC', '1').strip().lower() in ('0', 'false', 'no', 'off'): return False
+    import ctypes, ctypes.util
+    try: mallopt = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6').mallopt
+    except (OSError, AttributeError): return False      # macOS, Windows: another allocator
+    return bool(mallopt(_M_MMAP_THRESHOLD, mmap_mb << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_mb << 20))
+
 # %% ../nbs/00_core.ipynb #5622b583
 @contextlib.contextmanager
 def torch_threads(n: int | None):
@@ -216,6 +229,20 @@ def torch_threads(n: int | None):
     if n: torch.set_num_threads(n)
     try: yield
     finally: torch.set_num_threads(before)
+
+@functools.cache
+def _worker_pool(n: int, pid: int) -> ThreadPoolExecutor:
+    "`n` threads kept for `run_shares` in process `pid` (a forked child gets its own: threads do not survive a fork)."
+    return ThreadPoolExecutor(n, thread_name_prefix='ibsr-share')
+
+def run_shares(fn, shares: list) -> list:
+    "`[fn(s) for s in shares]`, the first on this thread and the others at once on kept threads (for GIL-free work)."
+    if len(shares) <= 1 or threading.current_thread().name.startswith('ibsr-share'):   # nested: no waiting on our own pool
+        return [fn(s) for s in shares]
+    rest = [_worker_pool(len(shares) - 1, os.getpid()).submit(fn, s) for s in shares[1:]]
+    try: first = fn(shares[0])
+    finally: wait(rest)                      # never leave a share running (or writing) behind an error
+    return [first] + [f.result() for f in rest]
 
 # %% ../nbs/00_core.ipynb #b88baf08
 def ibsr_home(*parts) -> Path:

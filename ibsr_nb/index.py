@@ -5,12 +5,11 @@
 # %% ../nbs/10_index.ipynb #5b056c38
 from __future__ import annotations
 import io, os, json, struct, hashlib, datetime, functools
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import faiss
-from .core import atomic_path, get_logger
+from .core import atomic_path, get_logger, run_shares
 import torch
 from .metrics import exact_search, topk_stable, neighbour_recall, _order_desc
 
@@ -315,11 +314,6 @@ _SMALL_SCORES = 1 << 12  # up to this many scores (queries × gallery) one produ
                          # kernels costs about a second in a fresh process, such a search a fraction of a millisecond
 _THREADED_MIN = 1 << 24  # max(queries, 4) × gallery × dim from which the gallery is split among threads (≈ 0.3 ms)
 
-@functools.cache
-def _pool(n: int, pid: int) -> ThreadPoolExecutor:
-    "`n` worker threads kept for the searches of process `pid` (a forked child gets its own: threads do not survive a fork)."
-    return ThreadPoolExecutor(n, thread_name_prefix='ibsr-search')   # starting threads per search costs ~0.1-0.3 ms
-
 def _row_shares(kernel, q, xb, k, threads):
     "Run a row kernel over `threads` contiguous shares of the gallery (the kernels release the GIL), then merge."
     N = len(xb)
@@ -330,8 +324,7 @@ def _row_shares(kernel, q, xb, k, threads):
         if cuts[t + 1] > cuts[t]: kernel(xb[cuts[t]:cuts[t + 1]], q, vals, ids, cuts[t])
         return vals, ids
     if threads == 1: return share(0)
-    rest = [_pool(threads - 1, os.getpid()).submit(share, t) for t in range(1, threads)]
-    parts = [share(0)] + [f.result() for f in rest]          # this thread takes the first share
+    parts = run_shares(share, list(range(threads)))
     v, i = _order_desc(torch.from_numpy(np.concatenate([p[0] for p in parts], 1)),
                        torch.from_numpy(np.concatenate([p[1] for p in parts], 1)))   # score desc, index asc
     return v[:, :k].numpy(), i[:, :k].numpy()

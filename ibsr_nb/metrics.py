@@ -5,11 +5,10 @@
 # %% ../nbs/09_metrics.ipynb #ef05bd24
 from __future__ import annotations
 import math
-from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 import torch
-from .core import torch_threads
+from .core import torch_threads, run_shares
 
 # %% auto #0
 __all__ = ['topk_stable', 'exact_search', 'retrieval_hits', 'retrieval_table', 'with_query_ranks', 'recall_curve',
@@ -129,18 +128,14 @@ def exact_search(queries,               # (Q, D) query embeddings
     starts = list(range(0, G, tile))
     T = max(1, min(threads or torch.get_num_threads(), len(starts)))
     out_v = torch.empty(Q, k, dtype=dtype); out_i = torch.empty(Q, k, dtype=torch.long)
-    pool = ThreadPoolExecutor(T) if T > 1 else None
-    try:
-        with torch_threads(1 if pool is not None else None):     # each worker runs single-threaded
-            for qs in range(0, Q, query_tile):
-                qt = q[qs:qs + query_tile]
-                if pool is None: rv, ri = _scan(qt, g, starts, k, tile, block)
-                else:
-                    parts = list(pool.map(lambda w: _scan(qt, g, starts[w::T], k, tile, block), range(T)))
-                    rv, ri = _order_desc(torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1))
-                out_v[qs:qs + len(qt)], out_i[qs:qs + len(qt)] = rv[:, :k], ri[:, :k]
-    finally:
-        if pool is not None: pool.shutdown()
+    with torch_threads(1 if T > 1 else None):                   # each worker runs single-threaded
+        for qs in range(0, Q, query_tile):
+            qt = q[qs:qs + query_tile]
+            if T == 1: rv, ri = _scan(qt, g, starts, k, tile, block)
+            else:
+                parts = run_shares(lambda w: _scan(qt, g, starts[w::T], k, tile, block), list(range(T)))
+                rv, ri = _order_desc(torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1))
+            out_v[qs:qs + len(qt)], out_i[qs:qs + len(qt)] = rv[:, :k], ri[:, :k]
     if not bool(torch.isfinite(out_v).all()):
         raise ValueError('gallery: contains NaN or infinite values (they reached the top-k scores)')
     return out_v.numpy(), out_i.numpy()

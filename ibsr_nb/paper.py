@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 from .core import (Config, ConfigError, is_quick, ibsr_home, progress, get_logger, atomic_write_text,
-                          environment_report, configure_threads, torch_threads)
+                          environment_report, configure_threads, configure_malloc, torch_threads)
 from .losses import BetaSchedule
 from .data import load_benchmark, benchmark_spec
 from .pretrained import REGISTRY, SHIPPED, get_spec, shipped_name, shipped_provenance
@@ -239,7 +239,7 @@ def paper_jobs(jobs: int | None = None) -> tuple[int, int]:
 
 def _worker_init(threads: int):
     os.environ['IBSR_PROGRESS'] = '0'          # one overall bar in the parent, no interleaved per-run bars
-    configure_threads(threads)
+    configure_threads(threads); configure_malloc()
 
 def _alone_pool(threads: int, ctx):
     "A one-process pool for a run that has the machine to itself, its OpenMP threads spinning between ops."

@@ -187,6 +187,23 @@ def test_configure_threads_honours_the_environment(env, want):
     assert int(n) == (want or os.cpu_count())
     assert policy == 'unset'     # OpenMP's default wait (spin briefly, then sleep): PASSIVE made 2 threads slower than 1
 
+@pytest.mark.skipif(__import__('platform').libc_ver()[0] != 'glibc', reason='mallopt is glibc\'s')
+def test_configure_malloc_stops_the_page_faults_of_a_forward():
+    "With the CLI's allocator settings a published-size forward reuses its memory: no fresh pages per forward."
+    import os, subprocess, sys
+    code = ("import resource, torch; from ibsr_nb.core import configure_threads, configure_malloc\n"
+            "configure_threads(1); assert configure_malloc()\n"
+            "from ibsr_nb.models.point import create_point_encoder\n"
+            "enc = create_point_encoder('ulip-pn2-ssg').eval(); x = torch.rand(1, 8192, 3) * 2 - 1\n"
+            "with torch.no_grad():\n"
+            "    for _ in range(4): enc.encode(x)\n"
+            "    r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+            "    for _ in range(6): enc.encode(x)\n"
+            "print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0) / 6)")
+    env = {k: v for k, v in os.environ.items() if k != 'IBSR_MALLOC'}
+    r = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, check=True)
+    assert float(r.stdout.split()[-1]) < 100      # glibc's defaults: 400-7,600 per forward (4 KB pages, 12-16 ms)
+
 def test_configure_threads_rejects_a_bad_value(monkeypatch):
     from ibsr_nb.core import configure_threads
     monkeypatch.setenv('IBSR_NUM_THREADS', 'four')

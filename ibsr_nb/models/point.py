@@ -5,12 +5,11 @@
 # %% ../../nbs/05_models.point.ipynb #c6865263
 from __future__ import annotations
 import copy, functools, os
-from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from ..core import registry_config
+from ..core import registry_config, run_shares
 
 # %% auto #0
 __all__ = ['POINT_CONFIGS', 'FPS_REFERENCES', 'square_distance', 'index_points', 'farthest_point_sample', 'ball_query',
@@ -138,7 +137,7 @@ def _fps_numba(kernel, xyz, n, dist, start):
     if T <= 1: share(slice(0, B))
     else:
         cuts = np.linspace(0, B, T + 1).round().astype(int)
-        with ThreadPoolExecutor(T) as pool: list(pool.map(share, [slice(i, j) for i, j in zip(cuts[:-1], cuts[1:])]))
+        run_shares(share, [slice(i, j) for i, j in zip(cuts[:-1], cuts[1:])])
     return torch.from_numpy(out)
 
 def _fps_torch(xyz, n, dist, start):
