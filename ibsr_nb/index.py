@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import faiss
-from .core import atomic_path, get_logger, run_shares
 import torch
+from .core import atomic_path, get_logger, run_shares
 from .metrics import exact_search, topk_stable, neighbour_recall, _order_desc
 
 # %% auto #0
