@@ -37,6 +37,24 @@ def test_runs_top_to_bottom_without_the_test_variables(tmp_path, monkeypatch, ca
     times = {r['notebook']: r for r in json.loads((tmp_path/'times.json').read_text())['notebooks']}
     assert times['ok.ipynb']['error'] is None and times['ok.ipynb']['seconds'] > 0 and times['ok.ipynb']['cells'] == 3
 
+def test_a_kernel_that_does_not_start_is_started_again(tmp_path, monkeypatch, capsys):
+    "Two kernels starting at once can race for a port; no cell ran, so the notebook gets a new kernel, not a failure."
+    nb = _notebook(tmp_path/'nb.ipynb', 'x = 6 * 7', 'assert x == 42')
+    real, calls = rn.NotebookClient.execute, []
+    def flaky(self, **kw):
+        calls.append(1)
+        if len(calls) == 1: raise RuntimeError("Kernel didn't respond in 60 seconds")
+        return real(self, **kw)
+    monkeypatch.setattr(rn.NotebookClient, 'execute', flaky)
+    r = rn.run_notebook(nb)
+    assert r['error'] is None and len(calls) == 2
+    assert "note: nb.ipynb: the kernel did not start (RuntimeError: Kernel didn't respond in 60 seconds)" in capsys.readouterr().err
+    def dead(self, **kw):                                            # never starts: the notebook fails, naming why
+        calls.append(1); raise RuntimeError("Kernel didn't respond in 60 seconds")
+    monkeypatch.setattr(rn.NotebookClient, 'execute', dead)
+    calls.clear()
+    assert rn.run_notebook(nb)['error'] == "RuntimeError: Kernel didn't respond in 60 seconds" and len(calls) == 3
+
 def test_missing_notebook_is_named(tmp_path, capsys):
     assert rn.main([str(tmp_path/'nope.ipynb')]) == 1
     assert 'nope.ipynb: file not found' in capsys.readouterr().err

@@ -30,19 +30,26 @@ def reader_env(env=None) -> dict:
     if env['MPLBACKEND'].lower() == 'agg': env['MPLBACKEND'] = 'module://matplotlib_inline.backend_inline'
     return env
 
-def run_notebook(path: Path, timeout: int = 900) -> dict:
+def run_notebook(path: Path, timeout: int = 900, starts: int = 3) -> dict:
     "Execute `path` top to bottom in a fresh kernel; return {notebook, seconds, cells, error}."
-    nb = nbformat.read(path, as_version=4)
-    # The kernel app logs at ERROR: its start-up warnings (ipykernel 7.4: "running over TCP without encryption") are
-    # not the notebook's; a failing cell still fails the run.
-    client = NotebookClient(nb, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(path.parent)}},
-                            extra_arguments=['--IPKernelApp.log_level=ERROR'])
-    t0, error = time.perf_counter(), None
-    try: client.execute(env=reader_env())                    # the kernel's environment
-    except CellExecutionError as e:
-        lines = [l for l in re.sub(r'\x1b\[[0-9;]*m', '', str(e)).strip().splitlines() if l.strip()]   # no colour codes
-        error = next((l for l in reversed(lines) if 'Error' in l.split(':')[0]), lines[-1] if lines else type(e).__name__)
-    except Exception as e: error = f'{type(e).__name__}: {e}'
+    for start in range(starts):
+        nb = nbformat.read(path, as_version=4)
+        # The kernel app logs at ERROR: its start-up warnings (ipykernel 7.4: "running over TCP without encryption")
+        # are not the notebook's; a failing cell still fails the run.
+        client = NotebookClient(nb, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(path.parent)}},
+                                extra_arguments=['--IPKernelApp.log_level=ERROR'])
+        t0, error = time.perf_counter(), None
+        try: client.execute(env=reader_env())                    # the kernel's environment
+        except CellExecutionError as e:
+            lines = [l for l in re.sub(r'\x1b\[[0-9;]*m', '', str(e)).strip().splitlines() if l.strip()]   # no colour codes
+            error = next((l for l in reversed(lines) if 'Error' in l.split(':')[0]), lines[-1] if lines else type(e).__name__)
+        except Exception as e:
+            error = f'{type(e).__name__}: {e}'
+            ran = any(c.get('execution_count') for c in nb.cells if c.cell_type == 'code')
+            if not ran and start + 1 < starts:   # the kernel never started (two kernels starting at once can race
+                print(f'note: {path.name}: the kernel did not start ({error}); starting another', file=sys.stderr, flush=True)
+                continue                         # for a port: "Address already in use"); no cell of the notebook ran
+        break
     if error:   # the failing cell: the first one whose outputs hold an error
         cell = next((i for i, c in enumerate(nb.cells) if c.cell_type == 'code'
                      and any(o.get('output_type') == 'error' for o in c.get('outputs', []))), None)
