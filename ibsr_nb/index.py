@@ -312,7 +312,7 @@ _TILE_FLOATS = 1 << 20   # the GEMM's score buffer: 4 MB, whatever the gallery s
 _QUERY_TILE = 1024       # queries per GEMM; the buffer then holds 1,024 gallery columns
 _SMALL_SCORES = 1 << 12  # up to this many scores (queries × gallery) one product and a sort: loading the compiled
                          # kernels costs about a second in a fresh process, such a search a fraction of a millisecond
-_THREADED_MIN = 1 << 24  # max(queries, 4) × gallery × dim from which the gallery is split among threads (≈ 0.3 ms)
+_THREADED_MIN = 1 << 30  # max(queries, 4) × gallery × dim from which the gallery is split among threads (≈ 30 ms)
 
 def _row_shares(kernel, q, xb, k, threads):
     "Run a row kernel over `threads` contiguous shares of the gallery (the kernels release the GIL), then merge."
