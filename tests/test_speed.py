@@ -231,7 +231,7 @@ def _gallery_with_duplicates(n, d, seed):
     g[n // 2:n // 2 + n // 10] = g[:n // 10]                                   # a tenth of the rows twice
     return g / np.linalg.norm(g, axis=1, keepdims=True)
 
-@pytest.mark.parametrize('nq', [1, 8, 9, 300, 1100])    # the fused pass; GEMM tiles; more than one query tile
+@pytest.mark.parametrize('nq', [1, 8, 9, 300, 1100])    # the row scan; 4 x 4 blocks; GEMM tiles; two query tiles
 def test_flat_search_equals_faiss(nq):
     import faiss
     from ibsr_nb.index import flat_search
@@ -255,7 +255,7 @@ def test_flat_search_equals_faiss(nq):
     peer.add(u)
     assert (flat_search(q, u, 10)[1] == peer.search(q, 10)[1]).all()
 
-@pytest.mark.parametrize('nq', [3, 64])                  # the fused (prefetching) pass; GEMM tiles
+@pytest.mark.parametrize('nq', [1, 3, 64, 130])          # the row scan; 4 x 4 blocks (3 pads a block); GEMM tiles
 def test_flat_search_ties_follow_the_index_and_memory_is_bounded(nq):
     "Exact integer scores: ties go to the smaller index (topk_stable's rule); the score buffer never grows with N."
     import tracemalloc
