@@ -1,8 +1,10 @@
 """Farthest point sampling and grouping against peers, in one run, 1 thread.
 
 FPS: ours (numba loop on CPU), the pre-change torch loop, the textbook torch loop, fpsample's plain loop
-(`fps_sampling`) and open3d's `farthest_point_down_sample` when installed (open3d from `.cache/peers` works:
-`pip install --no-deps --target .cache/peers open3d ...`). Ratios are peer time / our time (> 1: we are faster).
+(`fps_sampling`) and open3d's `farthest_point_down_sample` when importable. open3d 0.20 imports from a folder
+beside the project's packages: `pip install --no-deps --target .cache/peers open3d dash`, then
+`pip install --target .cache/peers pydantic janus`, and run with `PYTHONPATH=.cache/peers`.
+Ratios are peer time / our time (> 1: we are faster).
 Batch 16 / batch 1 is the per-cloud cost ratio (<= 1 wanted). Grouping: ball query and kNN against the
 pre-change code (identical results are asserted) and the largest scratch table each allocates.
 
