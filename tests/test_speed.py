@@ -202,7 +202,8 @@ def test_configure_malloc_stops_the_page_faults_of_a_forward():
             "print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0) / 6)")
     env = {k: v for k, v in os.environ.items() if k != 'IBSR_MALLOC'}
     r = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, check=True)
-    assert float(r.stdout.split()[-1]) < 100      # glibc's defaults: 400-7,600 per forward (4 KB pages, 12-16 ms)
+    # measured here: configured 0-342 faults per forward (a heap that grows now and then); glibc's defaults 5,700-6,700
+    assert float(r.stdout.split()[-1]) < 1000
 
 def test_configure_threads_rejects_a_bad_value(monkeypatch):
     from ibsr_nb.core import configure_threads
