@@ -252,7 +252,8 @@ def _score_blocks(xb,      # (N, D) gallery rows base .. base + N - 1
                 a20 += y2 * x0; a21 += y2 * x1; a22 += y2 * x2; a23 += y2 * x3
                 a30 += y3 * x0; a31 += y3 * x1; a32 += y3 * x2; a33 += y3 * x3
             nr, nq = min(4, N - r), min(4, Q - i)     # each query's rows in ascending order: the tie rule holds
-            _insert(vals, ids, i, a00, base + r)       # (16 calls, not a loop over a 4 x 4 array: 12-14 % faster)
+            _insert(vals, ids, i, a00, base + r)       # 16 calls: a loop over a 4 x 4 array was 12-14 % slower, and
+            # four calls of a helper inserting a query's 4 scores 1.4x slower at 100 queries (the same results)
             if nr > 1: _insert(vals, ids, i, a01, base + r + 1)
             if nr > 2: _insert(vals, ids, i, a02, base + r + 2)
             if nr > 3: _insert(vals, ids, i, a03, base + r + 3)
